@@ -1,0 +1,236 @@
+"""The competition directory and the one frozen ``Competition`` object read from it.
+
+Layout (written by ``podium init``)::
+
+    <dir>/competition.toml
+    <dir>/public/train.npz              images uint8 [N,H,W,3], labels int64 [N]
+    <dir>/public/test.npz               images uint8 [M,H,W,3], ids str [M]
+    <dir>/public/sample_submission.csv
+    <dir>/private/solution.csv          id,label,Usage (never served)
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import tomllib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import CompetitionError
+
+METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+USAGES = ("Public", "Private", "Ignored")
+PUBLIC, PRIVATE, IGNORED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """What checkpoint scoring feeds a model by default: resize to ``size``, scale to [0,1], normalize."""
+
+    size: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a submission may cost. Sizes in bytes, times in seconds."""
+
+    max_csv_bytes: int = 20 * 1024 * 1024
+    max_checkpoint_bytes: int = 600 * 1024 * 1024
+    inference_timeout_s: float = 900.0
+    inference_memory_bytes: int = 12 * 1024**3
+    min_input_size: int = 16
+    max_input_size: int = 512
+
+
+@dataclass(frozen=True)
+class Competition:
+    root: Path
+    name: str
+    title: str
+    classes: tuple[str, ...]
+    primary_metric: str = "accuracy"
+    public_fraction: float = 0.3
+    daily_limit: int = 5
+    final_selections: int = 2
+    deadline: dt.datetime | None = None
+    dataset: str = ""
+    eval_transform: EvalTransform = field(default_factory=EvalTransform)
+    limits: Limits = field(default_factory=Limits)
+    # Architectures a checkpoint may name, as "library/arch" or "library/*"; empty means every
+    # classification model of torchvision and timm.
+    allowed_archs: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def train_path(self) -> Path:
+        return self.root / "public" / "train.npz"
+
+    @property
+    def test_path(self) -> Path:
+        return self.root / "public" / "test.npz"
+
+    @property
+    def sample_submission_path(self) -> Path:
+        return self.root / "public" / "sample_submission.csv"
+
+    @property
+    def solution_path(self) -> Path:
+        return self.root / "private" / "solution.csv"
+
+    def is_late(self, when: dt.datetime) -> bool:
+        return self.deadline is not None and when > self.deadline
+
+
+@dataclass(frozen=True, eq=False)
+class Solution:
+    """The hidden answers, in the row order of ``public/test.npz``. Never leaves the server."""
+
+    ids: tuple[str, ...]
+    labels: np.ndarray  # int64 [M], -1 for Ignored rows
+    usage: np.ndarray  # int8 [M]: PUBLIC, PRIVATE or IGNORED
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        return {id_: row for row, id_ in enumerate(self.ids)}
+
+    @cached_property
+    def scored(self) -> np.ndarray:
+        return self.usage != IGNORED
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _float_triple(value, what: str) -> tuple[float, float, float]:
+    if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
+        raise CompetitionError(f"competition.toml: {what} must be a list of three numbers, got {value!r}.")
+    return tuple(float(v) for v in value)  # type: ignore[return-value]
+
+
+def load_competition(directory: str | Path) -> Competition:
+    """Read ``<directory>/competition.toml`` into a ``Competition``; errors name the fix."""
+    root = Path(directory)
+    toml_path = root / "competition.toml"
+    if not toml_path.is_file():
+        raise CompetitionError(
+            f"{root} is not a competition directory: {toml_path} does not exist. "
+            "Build one with `podium init digits --root DIR` (or cifar10) and pass "
+            "--competition DIR/<name>."
+        )
+    try:
+        data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CompetitionError(f"{toml_path} is not valid TOML: {exc}") from None
+    try:
+        classes = tuple(str(c) for c in data["classes"])
+        name = str(data["name"])
+    except KeyError as exc:
+        raise CompetitionError(f"{toml_path} lacks the required setting {exc.args[0]!r}.") from None
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise CompetitionError(f"{toml_path}: classes must be at least two distinct names.")
+    primary = data.get("primary_metric", "accuracy")
+    if primary not in METRICS:
+        raise CompetitionError(
+            f"{toml_path}: primary_metric {primary!r} is not one of {', '.join(METRICS)}."
+        )
+    deadline = data.get("deadline")
+    if deadline is not None:
+        if not isinstance(deadline, dt.datetime):
+            raise CompetitionError(
+                f"{toml_path}: deadline must be a TOML date-time such as 2026-12-31T23:59:00Z."
+            )
+        if deadline.tzinfo is None:
+            deadline = deadline.replace(tzinfo=dt.timezone.utc)
+    et = data.get("eval_transform", {})
+    eval_transform = EvalTransform(
+        size=int(et.get("size", 224)),
+        mean=_float_triple(et.get("mean", [0.485, 0.456, 0.406]), "eval_transform.mean"),
+        std=_float_triple(et.get("std", [0.229, 0.224, 0.225]), "eval_transform.std"),
+    )
+    lim = data.get("limits", {})
+    defaults = Limits()
+    limits = Limits(
+        max_csv_bytes=int(lim.get("max_csv_mb", defaults.max_csv_bytes / 2**20) * 2**20),
+        max_checkpoint_bytes=int(lim.get("max_checkpoint_mb", defaults.max_checkpoint_bytes / 2**20) * 2**20),
+        inference_timeout_s=float(lim.get("inference_timeout_s", defaults.inference_timeout_s)),
+        inference_memory_bytes=int(
+            lim.get("inference_memory_gb", defaults.inference_memory_bytes / 2**30) * 2**30
+        ),
+        min_input_size=int(lim.get("min_input_size", defaults.min_input_size)),
+        max_input_size=int(lim.get("max_input_size", defaults.max_input_size)),
+    )
+    return Competition(
+        root=root,
+        name=name,
+        title=str(data.get("title", name)),
+        classes=classes,
+        primary_metric=primary,
+        public_fraction=float(data.get("public_fraction", 0.3)),
+        daily_limit=int(data.get("daily_limit", 5)),
+        final_selections=int(data.get("final_selections", 2)),
+        deadline=deadline,
+        dataset=str(data.get("dataset", "")),
+        eval_transform=eval_transform,
+        limits=limits,
+        allowed_archs=tuple(str(a) for a in data.get("allowed_archs", [])),
+    )
+
+
+def load_solution(competition: Competition) -> Solution:
+    """Read ``private/solution.csv`` (Kaggle's id,label,Usage) in test.npz row order."""
+    path = competition.solution_path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CompetitionError(
+            f"{path} is missing: this competition has no answers to score against."
+        ) from None
+    class_index = {name: i for i, name in enumerate(competition.classes)}
+    usage_index = {name: i for i, name in enumerate(USAGES)}
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or [c.strip() for c in rows[0]] != ["id", "label", "Usage"]:
+        raise CompetitionError(f"{path}: the header must be id,label,Usage.")
+    ids: list[str] = []
+    labels = np.empty(len(rows) - 1, dtype=np.int64)
+    usage = np.empty(len(rows) - 1, dtype=np.int8)
+    for row_no, row in enumerate(rows[1:]):
+        try:
+            id_, label, use = row
+            usage[row_no] = usage_index[use]
+            labels[row_no] = -1 if usage[row_no] == IGNORED else class_index[label]
+        except (ValueError, KeyError):
+            raise CompetitionError(f"{path}: line {row_no + 2} is not a valid solution row: {row!r}.") from None
+        ids.append(id_)
+    return Solution(ids=tuple(ids), labels=labels, usage=usage)
+
+
+def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Arrays from one of the competition's .npz files, never with pickle."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in keys}
+    except FileNotFoundError:
+        raise CompetitionError(f"{path} is missing; rebuild the competition with `podium init`.") from None
+    except KeyError as exc:
+        raise CompetitionError(f"{path} lacks the array {exc.args[0]!r}.") from None
+
+
+def load_train(competition: Competition) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 [N,H,W,3], labels int64 [N])."""
+    arrays = load_npz(competition.train_path, ("images", "labels"))
+    return arrays["images"], arrays["labels"]
+
+
+def load_test(competition: Competition) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 [M,H,W,3], ids str [M]) in solution row order."""
+    arrays = load_npz(competition.test_path, ("images", "ids"))
+    return arrays["images"], arrays["ids"]

@@ -1,0 +1,185 @@
+"""Classification metrics as pure functions of one confusion matrix.
+
+Conventions follow scikit-learn so the tests can hold us to it: ``cm[t, p]`` counts rows whose
+true class is ``t`` and predicted class is ``p``; a ratio with a zero denominator is 0
+(``zero_division=0``); macro averages run over the classes present in the truth or the
+predictions (scikit-learn's default ``labels``). Every function also accepts a stack of matrices
+``[..., K, K]`` and returns one value per matrix, which is what makes the bootstrap vectorised.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+METRIC_NAMES = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``[K, K]`` int64 counts; rows are true classes, columns predicted ones."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    flat = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.zeros(np.broadcast_shapes(num.shape, den.shape))
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def accuracy(cm: np.ndarray) -> np.ndarray | float:
+    cm = np.asarray(cm)
+    return _ratio(np.trace(cm, axis1=-2, axis2=-1), cm.sum(axis=(-2, -1)))[()]
+
+
+def precision_per_class(cm: np.ndarray) -> np.ndarray:
+    return _ratio(np.diagonal(cm, axis1=-2, axis2=-1), np.asarray(cm).sum(axis=-2))
+
+
+def recall_per_class(cm: np.ndarray) -> np.ndarray:
+    return _ratio(np.diagonal(cm, axis1=-2, axis2=-1), np.asarray(cm).sum(axis=-1))
+
+
+def f1_per_class(cm: np.ndarray) -> np.ndarray:
+    cm = np.asarray(cm)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    # 2TP / (2TP + FP + FN) = 2TP / (row sum + column sum): scikit-learn's formula, zero_division=0.
+    return _ratio(2 * tp, cm.sum(axis=-1) + cm.sum(axis=-2))
+
+
+def present_classes(cm: np.ndarray) -> np.ndarray:
+    """Mask of classes that occur in the truth or the predictions."""
+    cm = np.asarray(cm)
+    return (cm.sum(axis=-1) + cm.sum(axis=-2)) > 0
+
+
+def _macro(per_class: np.ndarray, cm: np.ndarray) -> np.ndarray | float:
+    mask = present_classes(cm)
+    return _ratio((per_class * mask).sum(axis=-1), mask.sum(axis=-1))[()]
+
+
+def precision_macro(cm: np.ndarray) -> np.ndarray | float:
+    return _macro(precision_per_class(cm), cm)
+
+
+def recall_macro(cm: np.ndarray) -> np.ndarray | float:
+    return _macro(recall_per_class(cm), cm)
+
+
+def f1_macro(cm: np.ndarray) -> np.ndarray | float:
+    return _macro(f1_per_class(cm), cm)
+
+
+METRICS = {
+    "accuracy": accuracy,
+    "precision_macro": precision_macro,
+    "recall_macro": recall_macro,
+    "f1_macro": f1_macro,
+}
+
+
+def metric_function(name: str):
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}") from None
+
+
+def bootstrap_ci(
+    cm: np.ndarray,
+    metric: str = "accuracy",
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric`` over the rows behind ``cm``.
+
+    Resampling n rows with replacement puts each draw in cell (t, p) with probability
+    cm[t, p] / n, independently, so a resampled confusion matrix is exactly a multinomial draw
+    over the cells. Drawing ``resamples`` of them at once gives the same distribution as
+    resampling rows, at a cost independent of n.
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    n = int(cm.sum())
+    if n == 0:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n, cm.ravel() / n, size=resamples).reshape(resamples, *cm.shape)
+    values = metric_function(metric)(draws)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return (float(low), float(high))
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    name: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True)
+class SplitScore:
+    """Every metric of one split (Public, Private or all scored rows)."""
+
+    n: int
+    accuracy: float
+    precision_macro: float
+    recall_macro: float
+    f1_macro: float
+    per_class: tuple[ClassScore, ...]
+    confusion_matrix: np.ndarray
+    ci_low: float
+    ci_high: float
+
+    def metric(self, name: str) -> float:
+        return float(getattr(self, name))
+
+    def to_dict(self) -> dict:
+        return {
+            "n": self.n,
+            "accuracy": self.accuracy,
+            "precision_macro": self.precision_macro,
+            "recall_macro": self.recall_macro,
+            "f1_macro": self.f1_macro,
+            "ci": [self.ci_low, self.ci_high],
+            "per_class": [
+                {"class": c.name, "precision": c.precision, "recall": c.recall, "f1": c.f1, "support": c.support}
+                for c in self.per_class
+            ],
+            "confusion_matrix": self.confusion_matrix.tolist(),
+        }
+
+
+def split_score(
+    cm: np.ndarray,
+    class_names: tuple[str, ...] | list[str],
+    primary_metric: str = "accuracy",
+    resamples: int = 1000,
+    seed: int = 0,
+) -> SplitScore:
+    """All metrics of one confusion matrix, with a bootstrap CI of the primary metric."""
+    cm = np.asarray(cm, dtype=np.int64)
+    p, r, f = precision_per_class(cm), recall_per_class(cm), f1_per_class(cm)
+    support = cm.sum(axis=1)
+    low, high = bootstrap_ci(cm, primary_metric, resamples=resamples, seed=seed) if resamples else (0.0, 0.0)
+    return SplitScore(
+        n=int(cm.sum()),
+        accuracy=float(accuracy(cm)),
+        precision_macro=float(precision_macro(cm)),
+        recall_macro=float(recall_macro(cm)),
+        f1_macro=float(f1_macro(cm)),
+        per_class=tuple(
+            ClassScore(str(name), float(p[i]), float(r[i]), float(f[i]), int(support[i]))
+            for i, name in enumerate(class_names)
+        ),
+        confusion_matrix=cm,
+        ci_low=low,
+        ci_high=high,
+    )

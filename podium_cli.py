@@ -1,0 +1,76 @@
+"""The ``podium`` command: one thin CLI over the three packages.
+
+Subcommands live beside the code they call (``harness/cli.py``, ``baseline/cli.py``,
+``leaderboard/cli.py``) and are imported only when run, so ``podium score sub.csv`` never pays
+for torch or Flask. A user's mistake (``PodiumError``) is printed without a traceback and exits 2;
+anything else is a bug in podium and exits 1 with its traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+COMMANDS = {
+    "init": ("harness.cli", "init_command", "Build a competition directory from a dataset."),
+    "score": ("harness.cli", "score_command", "Score one submission (CSV or checkpoint)."),
+    "evaluate": ("harness.cli", "evaluate_command", "Score a drop-box folder DIR/<team>/<file> and rank teams."),
+    "pack": ("harness.cli", "pack_command", "Convert a .pt/.pth state dict into a .safetensors checkpoint."),
+    "baseline": ("baseline.cli", "baseline_command", "Train the reference baseline and write a run directory."),
+    "diagnose": ("baseline.cli", "diagnose_command", "Read a history.csv and print the over/underfitting diagnosis."),
+    "serve": ("leaderboard.cli", "serve_command", "Run the leaderboard web server."),
+    "team": ("leaderboard.cli", "team_group", "Manage teams (add, list)."),
+    "submit": ("leaderboard.cli", "submit_command", "Upload a submission to a leaderboard server."),
+    "worker": ("leaderboard.cli", "worker_command", "Score checkpoint jobs for a leaderboard server."),
+    "demo": ("leaderboard.cli", "demo_command", "Build, train, submit and serve a living demo board."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise click.ClickException(f"podium {name} is not available in this installation ({exc}).") from None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Help text from the table, so `podium --help` imports nothing heavy.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_) for name, (_, _, help_) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="podium")
+def cli() -> None:
+    """podium: a self-hosted, Kaggle-style competition harness and leaderboard."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    from harness.errors import PodiumError
+
+    try:
+        rv = cli.main(args=argv, prog_name="podium", standalone_mode=False)
+    except PodiumError as exc:
+        for message in exc.messages:
+            click.echo(f"error: {message}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
