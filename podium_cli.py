@@ -22,8 +22,8 @@ COMMANDS = {
     "serve": ("leaderboard.cli", "serve_command", "Run the leaderboard web server."),
     "team": ("leaderboard.cli", "team_group", "Manage teams (add, list)."),
     "submit": ("leaderboard.cli", "submit_command", "Upload a submission to a leaderboard server."),
-    "worker": ("leaderboard.cli", "worker_command", "Score checkpoint jobs for a leaderboard server."),
-    "demo": ("leaderboard.cli", "demo_command", "Build, train, submit and serve a living demo board."),
+    "worker": ("leaderboard.worker", "worker_command", "Score checkpoint jobs for a leaderboard server."),
+    "demo": ("leaderboard.demo", "demo_command", "Build, train, submit and serve a living demo board."),
 }
 
 
