@@ -42,10 +42,19 @@ def read_csv_submission(path: str | Path, solution: Solution, competition: Compe
     return parse_csv_submission(path.read_bytes(), solution, competition.classes)
 
 
+def _looks_like_utf16(head: bytes) -> bool:
+    """ASCII text in UTF-16 without a BOM: every other byte is zero."""
+    half = len(head) // 2
+    if half < 4:
+        return False
+    even, odd = head[0::2].count(0), head[1::2].count(0)
+    return max(even, odd) > 0.8 * half and min(even, odd) < 0.1 * half
+
+
 def _decode(data: bytes) -> str:
     if not data.strip():
         raise SubmissionError(f"The file is empty. {HELP}")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(data) >= 4 and data[1:4:2] == b"\x00\x00"):
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or _looks_like_utf16(data[:512]):
         raise SubmissionError(
             "The file is encoded as UTF-16, not UTF-8. Save it again as UTF-8 "
             "(in Excel: File > Save As > 'CSV UTF-8'; in pandas: to_csv(..., encoding='utf-8'))."
