@@ -1,0 +1,190 @@
+"""The seeds' diagnosis on synthetic histories, and the history.csv format."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from harness.diagnosis import (
+    COLUMNS,
+    REMEDIES,
+    VERDICTS,
+    Diagnosis,
+    History,
+    diagnose,
+    history_csv,
+    read_history,
+    write_history,
+)
+from harness.errors import SubmissionError
+
+
+def make(train_loss, train_acc, val_loss=None, val_acc=None) -> list[dict]:
+    rows = []
+    for i, (tl, ta) in enumerate(zip(train_loss, train_acc)):
+        rows.append(
+            {
+                "epoch": i + 1,
+                "train_loss": tl,
+                "train_acc": ta,
+                "val_loss": None if val_loss is None else val_loss[i],
+                "val_acc": None if val_acc is None else val_acc[i],
+                "lr": 1e-3,
+                "seconds": 10.0 + i,
+                "images_per_s": 4000.0,
+            }
+        )
+    return rows
+
+
+# One synthetic history per verdict, shaped like the seeds' descriptions.
+CASES = {
+    # seed 002 §4.4.1: train error 1 %, validation error 10 %.
+    "overfitting": make([0.9, 0.3, 0.1, 0.05, 0.03], [0.70, 0.90, 0.96, 0.98, 0.99],
+                        [0.9, 0.5, 0.42, 0.41, 0.405], [0.72, 0.85, 0.89, 0.90, 0.90]),
+    # seed 002 §4.4.1: train error 14 %, validation error 15 %, levelled off.
+    "underfitting": make([1.2, 0.6, 0.5, 0.49, 0.489], [0.60, 0.80, 0.85, 0.86, 0.86],
+                         [1.1, 0.62, 0.53, 0.525, 0.5249], [0.62, 0.80, 0.84, 0.85, 0.85]),
+    # seed 002 §4.6.2: val_loss still clearly falling at the end.
+    "still_improving": make([2.0, 1.5, 1.1], [0.3, 0.5, 0.62], [1.9, 1.4, 1.0], [0.32, 0.52, 0.64]),
+    # seed 002 §4.6.2: val_loss goes up and down.
+    "oscillating": make([1.0, 0.7, 0.6, 0.5, 0.45, 0.4], [0.7, 0.8, 0.83, 0.86, 0.88, 0.9],
+                        [0.8, 0.6, 0.9, 0.55, 0.85, 0.5], [0.75, 0.8, 0.7, 0.82, 0.72, 0.84]),
+    "healthy": make([1.0, 0.3, 0.12, 0.1, 0.099], [0.7, 0.92, 0.97, 0.975, 0.975],
+                    [0.9, 0.3, 0.15, 0.13, 0.1299], [0.72, 0.91, 0.955, 0.96, 0.96]),
+    "diverging": make([1.0, 3.0, math.nan], [0.5, 0.2, 0.1], [1.0, 4.0, math.nan], [0.5, 0.1, 0.1]),
+    "no_validation": make([2.0, 1.0, 0.5], [0.3, 0.7, 0.85]),
+}
+
+
+@pytest.mark.parametrize("verdict", list(CASES))
+def test_each_verdict_on_a_synthetic_history(verdict):
+    d = diagnose(CASES[verdict])
+    assert d.verdict == verdict, d.to_text()
+    assert d.findings[0] == verdict
+    assert d.remedies == list(REMEDIES[verdict]) and d.remedies
+    assert d.headline and "\n" not in d.headline
+    assert d.source.startswith("seed")
+
+
+def test_every_verdict_has_a_case_and_remedies():
+    assert set(CASES) == set(VERDICTS) == set(REMEDIES)
+
+
+def test_overfitting_from_rising_validation_loss():
+    # errors close at the end, but the validation loss turned up while the training loss fell
+    rows = make([1.0, 0.5, 0.3, 0.2, 0.1], [0.6, 0.8, 0.85, 0.87, 0.88],
+                [0.9, 0.6, 0.55, 0.62, 0.70], [0.62, 0.8, 0.84, 0.84, 0.85])
+    d = diagnose(rows)
+    assert d.verdict == "overfitting"
+    assert d.evidence["best_epoch"] == 3
+    assert d.evidence["val_loss_rise"] == pytest.approx(0.70 / 0.55 - 1)
+    assert "early" in " ".join(d.remedies).lower()
+
+
+def test_the_seeds_numbers_decide():
+    d = diagnose(CASES["overfitting"])
+    assert d.evidence["train_error"] == pytest.approx(0.01)
+    assert d.evidence["val_error"] == pytest.approx(0.10)
+    assert d.evidence["gap"] == pytest.approx(0.09)
+    assert "1.0%" in d.headline and "10.0%" in d.headline
+    u = diagnose(CASES["underfitting"])
+    assert u.evidence["train_error"] == pytest.approx(0.14) and u.evidence["val_error"] == pytest.approx(0.15)
+
+
+def test_still_improving_and_underfitting_both_reported():
+    # 3 epochs, errors high and close, val loss still falling: the verdict says train longer,
+    # the findings keep underfitting too
+    d = diagnose(make([1.5, 1.0, 0.8], [0.5, 0.7, 0.75], [1.4, 1.0, 0.8], [0.52, 0.7, 0.74]))
+    assert d.verdict == "still_improving"
+    assert d.findings == ["still_improving", "underfitting"]
+    assert any("more epochs" in r for r in d.remedies)
+
+
+def test_to_dict_and_text():
+    d = diagnose(CASES["overfitting"])
+    data = d.to_dict()
+    assert set(data) == {"verdict", "headline", "evidence", "remedies", "findings", "source"}
+    assert data["verdict"] == "overfitting" and isinstance(data["remedies"], list)
+    text = d.to_text()
+    assert text.startswith("overfitting: ") and "dropout" in text.lower()
+    assert isinstance(d, Diagnosis)
+
+
+def test_csv_round_trip(tmp_path):
+    rows = CASES["healthy"]
+    path = write_history(tmp_path / "history.csv", rows)
+    assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
+    history = read_history(path)
+    assert isinstance(history, History) and len(history) == len(rows)
+    assert history.to_dicts() == rows
+    assert read_history(history.to_csv()).to_dicts() == rows  # text works too
+    assert read_history(path.read_bytes()).to_dicts() == rows  # and bytes
+    assert diagnose(history).verdict == "healthy"
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
+
+
+def test_minimal_history_without_optional_columns():
+    text = "epoch,train_loss,train_acc,val_loss,val_acc\n1,1.0,0.5,,\n2,0.5,0.8,,\n"
+    history = read_history(text)
+    assert not history.has_validation and history[1]["lr"] is None
+    assert diagnose(history).verdict == "no_validation"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", "empty"),
+        ("epoch,train_loss\n1,0.5\n", "missing train_acc, val_loss, val_acc"),
+        ("epoch,train_loss,train_acc,val_loss,val_acc,colour\n", "unknown 'colour'"),
+        ("epoch,train_loss,train_acc,val_loss,val_acc\n", "no epochs"),
+        ("epoch,train_loss,train_acc,val_loss,val_acc\n1,abc,0.5,0.4,0.5\n", "line 2: train_loss 'abc' is not a number"),
+        ("epoch,train_loss,train_acc,val_loss,val_acc\n1,0.5,87.5,0.4,0.5\n", "looks like a percentage"),
+        ("epoch,train_loss,train_acc,val_loss,val_acc\n1,0.5,0.5,0.4\n", "line 2: 4 cells, expected 5"),
+        ("epoch,train_loss,train_acc,val_loss,val_acc\n1,0.5,0.5,0.4,\n", "give both val_loss and val_acc"),
+        ("epoch,train_loss,train_acc,val_loss,val_acc\n2,0.5,0.5,0.4,0.5\n1,0.4,0.6,0.3,0.6\n", "increasing order"),
+        ("epoch,train_loss,train_acc,val_loss,val_acc\n1.5,0.5,0.5,0.4,0.5\n", "not a whole number"),
+        ("epoch,train_loss,train_acc,val_loss,val_acc\n1,,0.5,0.4,0.5\n", "train_loss is empty"),
+        ("epoch,train_loss,train_acc,val_loss,val_acc\n1,0.5,0.5,0.4,0.5\n2,0.4,0.6,,\n", "every epoch or on none"),
+    ],
+)
+def test_malformed_history_is_refused_with_a_clear_message(text, expected):
+    with pytest.raises(SubmissionError) as info:
+        read_history(text if text else b"")
+    assert any(expected in m for m in info.value.messages), info.value.messages
+
+
+def test_many_problems_are_capped():
+    text = "epoch,train_loss,train_acc,val_loss,val_acc\n" + "".join(f"{i},x,0.5,0.4,0.5\n" for i in range(1, 40))
+    with pytest.raises(SubmissionError) as info:
+        read_history(text)
+    assert len(info.value.messages) == 21 and "19 more" in info.value.messages[-1]
+
+
+def test_missing_file_and_binary_file(tmp_path):
+    with pytest.raises(SubmissionError, match="does not exist"):
+        read_history(tmp_path / "nope.csv")
+    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00\x01" * 10)
+    with pytest.raises(SubmissionError, match="not UTF-8"):
+        read_history(tmp_path / "bin.csv")
+
+
+def test_oversized_history_is_refused_before_reading(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"epoch,train_loss,train_acc,val_loss,val_acc\n" + b"1,0.5,0.5,0.4,0.5\n" * 70_000)
+    with pytest.raises(SubmissionError, match="at most 1 MiB"):
+        read_history(path)
+
+
+def test_module_imports_neither_torch_nor_matplotlib():
+    import subprocess
+    import sys
+
+    code = "import sys, harness.diagnosis; print('torch' in sys.modules, 'matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_history_csv_writes_empty_cells_for_missing_values():
+    text = history_csv([{"epoch": 1, "train_loss": 0.5, "train_acc": 0.5}])
+    assert text.splitlines()[1] == "1,0.5,0.5,,,,,"
