@@ -126,7 +126,9 @@ def parse_csv_submission(data: bytes, solution: Solution, classes: tuple[str, ..
     text = _decode(data)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        header = next(reader)
+        header = next(reader, None)
+        if header is None:
+            raise SubmissionError(f"The file is empty. {HELP}")
         id_col, label_col = _check_header(header, solution)
         rows = [(reader.line_num, row) for row in reader if row]
     except csv.Error as exc:
