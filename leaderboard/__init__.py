@@ -1,0 +1,112 @@
+"""The podium leaderboard: a Flask app built by ``create_app`` (flaskr's factory pattern)."""
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import event
+
+from harness.competition import load_competition, load_solution
+from leaderboard.extensions import csrf, db
+from leaderboard.state import PodiumState, current_competition, current_solution, now
+
+__all__ = ["create_app", "current_competition", "current_solution", "now"]
+
+DEFAULT_MAX_CONTENT_LENGTH = 640 * 1024 * 1024
+
+
+def _instance_secret(instance: Path, name: str, nbytes: int = 32) -> str:
+    """A secret kept in the instance folder, created (mode 0600) on first use."""
+    path = instance / name
+    if path.is_file():
+        value = path.read_text(encoding="utf-8").strip()
+        if value:
+            return value
+    value = secrets.token_urlsafe(nbytes)
+    instance.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(value + "\n", encoding="utf-8")
+    return value
+
+
+def _sqlite_hooks(engine) -> None:
+    """WAL, a 5 s busy timeout, and our own BEGIN (IMMEDIATE when a write must not race)."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        immediate = conn.get_execution_options().get("podium_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app. ``config`` must give ``COMPETITION_DIR``; see DESIGN.md for the other keys."""
+    config = dict(config or {})
+    instance = config.pop("INSTANCE_PATH", None)
+    app = Flask(__name__, instance_path=str(Path(instance).resolve()) if instance else None,
+                instance_relative_config=True)
+    instance_dir = Path(app.instance_path)
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{instance_dir / 'podium.sqlite3'}",
+        STORAGE_ROOT=str(instance_dir / "submissions"),
+        MAX_CONTENT_LENGTH=DEFAULT_MAX_CONTENT_LENGTH,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,
+        ADMIN_TOKEN=None,
+        WORKER_TOKEN=None,
+        NOW=None,
+    )
+    app.config.update(config)
+    if "COMPETITION_DIR" not in app.config:
+        raise ValueError("create_app needs COMPETITION_DIR, the competition directory to serve")
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _instance_secret(instance_dir, "secret_key")
+
+    competition = load_competition(app.config["COMPETITION_DIR"])
+    app.extensions["podium"] = PodiumState(
+        competition=competition,
+        solution=load_solution(competition),
+        storage_root=Path(app.config["STORAGE_ROOT"]).resolve(),
+    )
+
+    db.init_app(app)
+    csrf.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            _sqlite_hooks(db.engine)
+        from leaderboard import models  # noqa: F401  (registers the tables)
+
+        db.create_all()
+        _ensure_settings()
+
+    _register_blueprints(app)
+    return app
+
+
+def _ensure_settings() -> None:
+    from leaderboard.intake import BOARD_VERSION
+    from leaderboard.models import Setting
+
+    for key, value in ((BOARD_VERSION, "0"), ("revealed", "0")):
+        if db.session.get(Setting, key) is None:
+            db.session.add(Setting(key=key, value=value))
+    db.session.commit()
+
+
+def _register_blueprints(app: Flask) -> None:
+    from leaderboard import errors
+
+    errors.register(app)
+    # Blueprints of the worker protocol (leaderboard/jobs_api.py) register here too.

@@ -1,0 +1,191 @@
+"""Who is asking: team tokens (hashed), the organizer's token, the workers' token, browser sessions."""
+from __future__ import annotations
+
+import functools
+import hmac
+import re
+import secrets
+import unicodedata
+from typing import Callable
+
+import sqlalchemy as sa
+from flask import abort, current_app, g, jsonify, redirect, request, session, url_for
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from leaderboard.extensions import db
+from leaderboard.models import Team
+
+# Team tokens carry 256 random bits, so a slow password hash buys nothing against guessing;
+# a modest PBKDF2 keeps every API request cheap while the database still holds no usable token.
+TOKEN_HASH_METHOD = "pbkdf2:sha256:5000"
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return generate_password_hash(token, method=TOKEN_HASH_METHOD)
+
+
+def slugify(name: str) -> str:
+    """A url-safe slug from any team name (non-Latin names fall back to ``team``)."""
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii").lower()
+    text = re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:60]
+    return text or "team"
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)
+    slug, n = base, 1
+    while db.session.scalar(sa.select(Team.id).where(Team.slug == slug)) is not None:
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+def create_team(name: str) -> tuple[Team, str]:
+    """Add a team and return it with its token (shown once; only its hash is stored). Commits."""
+    from harness.errors import PodiumError
+
+    name = name.strip()
+    if not name:
+        raise PodiumError("A team needs a name.")
+    if len(name) > 100:
+        raise PodiumError("A team name can be at most 100 characters.")
+    if db.session.scalar(sa.select(Team.id).where(Team.name == name)) is not None:
+        raise PodiumError(f"A team named {name!r} already exists.")
+    team = Team(name=name, slug=_unique_slug(name), token_hash="!")
+    db.session.add(team)
+    db.session.flush()
+    token = f"{team.id}.{new_secret()}"
+    team.token_hash = hash_token(token)
+    db.session.commit()
+    return team, token
+
+
+def reset_token(team: Team) -> str:
+    token = f"{team.id}.{new_secret()}"
+    team.token_hash = hash_token(token)
+    db.session.commit()
+    return token
+
+
+def team_for_token(token: str) -> Team | None:
+    """The team a token belongs to, or None. Tokens look like ``<team id>.<secret>``."""
+    team_id, dot, _ = token.partition(".")
+    if not dot or not team_id.isdigit():
+        return None
+    team = db.session.get(Team, int(team_id))
+    if team is None or not check_password_hash(team.token_hash, token):
+        return None
+    return team
+
+
+def team_for_login(name: str, token: str) -> Team | None:
+    team = db.session.scalar(sa.select(Team).where(Team.name == name.strip()))
+    if team is None or not check_password_hash(team.token_hash, token.strip()):
+        return None
+    return team
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def _same(given: str | None, expected: str | None) -> bool:
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _json_error(status: int, message: str):
+    response = jsonify({"errors": [message]})
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def require_worker(view: Callable) -> Callable:
+    """For the worker protocol: ``Authorization: Bearer <WORKER_TOKEN>`` or 401 JSON."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        if not _same(bearer_token(), current_app.config.get("WORKER_TOKEN")):
+            return _json_error(401, "A valid worker token is required (Authorization: Bearer <WORKER_TOKEN>).")
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def require_team_token(view: Callable) -> Callable:
+    """For the team API: ``Authorization: Bearer <team token>``; sets ``g.team``."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        token = bearer_token()
+        team = team_for_token(token) if token else None
+        if team is None:
+            return _json_error(401, "A valid team token is required (Authorization: Bearer <team token>).")
+        g.team = team
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def login_team(team: Team) -> None:
+    session.clear()
+    session["team_id"] = team.id
+    session.permanent = True
+
+
+def logout() -> None:
+    session.clear()
+
+
+def session_team() -> Team | None:
+    """The team logged in through the browser, or None (cached on ``g`` for the request)."""
+    if "session_team" not in g:
+        team_id = session.get("team_id")
+        g.session_team = db.session.get(Team, team_id) if isinstance(team_id, int) else None
+    return g.session_team
+
+
+def is_admin() -> bool:
+    return bool(session.get("admin")) or _same(bearer_token(), current_app.config.get("ADMIN_TOKEN"))
+
+
+def check_admin_token(token: str) -> bool:
+    return _same(token.strip(), current_app.config.get("ADMIN_TOKEN"))
+
+
+def login_required(view: Callable) -> Callable:
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        if session_team() is None:
+            return redirect(url_for("teams.login", next=request.path))
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def admin_required(view: Callable) -> Callable:
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        if not is_admin():
+            if request.path.startswith("/api/"):
+                return _json_error(401, "The organizer token is required.")
+            return redirect(url_for("admin.login", next=request.path))
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def forbid_unless(condition: bool) -> None:
+    if not condition:
+        abort(404)

@@ -1,0 +1,68 @@
+"""What one app instance holds besides its config: the competition, its answers, a board cache."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from flask import current_app
+
+from harness.competition import Competition, Solution
+
+
+@dataclass
+class BoardCache:
+    """Computed boards keyed by a name; cleared whenever a score changes in this process.
+
+    Other processes serving the same database see new scores after at most ``ttl_s``.
+    """
+
+    ttl_s: float = 2.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _entries: dict[str, tuple[float, Any]] = field(default_factory=dict)
+
+    def get(self, key: str, now: float) -> Any | None:
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is None or now - hit[0] > self.ttl_s:
+            return None
+        return hit[1]
+
+    def put(self, key: str, value: Any, now: float) -> None:
+        with self._lock:
+            self._entries[key] = (now, value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+@dataclass
+class PodiumState:
+    competition: Competition
+    solution: Solution
+    storage_root: Path
+    board_cache: BoardCache = field(default_factory=BoardCache)
+
+
+def podium_state() -> PodiumState:
+    return current_app.extensions["podium"]
+
+
+def current_competition() -> Competition:
+    return podium_state().competition
+
+
+def current_solution() -> Solution:
+    return podium_state().solution
+
+
+def now() -> dt.datetime:
+    """The current UTC time; tests move it with the ``NOW`` config key (a callable)."""
+    clock: Callable[[], dt.datetime] | None = current_app.config.get("NOW")
+    value = clock() if clock is not None else dt.datetime.now(dt.timezone.utc)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value
