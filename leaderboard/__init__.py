@@ -110,3 +110,6 @@ def _register_blueprints(app: Flask) -> None:
 
     errors.register(app)
     # Blueprints of the worker protocol (leaderboard/jobs_api.py) register here too.
+    from leaderboard.jobs_api import jobs_api
+
+    app.register_blueprint(jobs_api)

@@ -1,0 +1,373 @@
+"""The checkpoint scoring-job queue, kept in the database.
+
+A checkpoint submission becomes one ``ScoringJob``. ``podium worker`` processes claim jobs over
+HTTP (``leaderboard.jobs_api``), run the model on the public test images and send back
+predictions; the server scores them. The rules (DESIGN.md, "Security and reliability rules"):
+
+- one job per (submission, file sha256, scorer version): the unique key in ``ScoringJob``;
+- a claim is a conditional ``UPDATE ... WHERE id = ? AND status = 'queued'`` whose row count says
+  whether this worker won the job, so two workers never hold one job;
+- a claim is a lease: it expires unless the worker heartbeats; an expired lease is swept back to
+  ``queued`` (on every claim and by ``sweep_expired``), or to ``failed`` after ``max_attempts``;
+- a result is accepted once, from the holder of the current lease; the job's ``done`` and the
+  submission's score are written in one transaction;
+- failures that are ours (a worker that crashed, timed out or broke, ``max_attempts`` times) are
+  recorded with ``ours=True`` and never count against the team's daily limit; a checkpoint the
+  worker refused (``CheckpointError``, the team's fault) is recorded with its messages.
+
+A lease is identified by a key, an HMAC of (job id, attempt number, worker name) under the app's
+secret key. The claim response carries it; heartbeats, the checkpoint download and the result must
+present it. A new claim of the same job (after an expiry) bumps the attempt number, so the old
+holder's key stops working: a worker that was presumed dead cannot post over its successor.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+import numpy as np
+import sqlalchemy as sa
+from flask import current_app
+
+from leaderboard.extensions import db
+from leaderboard.models import ScoringJob, Submission
+from leaderboard.state import now as utcnow
+
+# Bump when checkpoint inference changes in a way that can change predictions: the unique key
+# (submission, sha256, scorer version) then allows one new score per submission (a rescore).
+SCORER_VERSION = "1"
+DEFAULT_LEASE_SECONDS = 120
+DEFAULT_MAX_ATTEMPTS = 3
+OURS_MESSAGE = (
+    "We could not score this checkpoint: our scoring workers failed on it {attempts} time(s). "
+    "This is our fault, not yours, and it does not count against your daily limit. "
+    "The organizer can rescore it."
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker gets when it wins a job."""
+
+    job_id: int
+    submission_id: int
+    sha256: str
+    attempt: int
+    lease_key: str
+    lease_seconds: int
+    lease_expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a posted result. ``accepted`` is False when the lease was not held."""
+
+    accepted: bool
+    status: str  # the job's status afterwards, or why it was refused
+    messages: tuple[str, ...] = ()
+
+
+def lease_seconds() -> int:
+    return int(current_app.config.get("JOB_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
+
+
+def max_attempts() -> int:
+    return int(current_app.config.get("JOB_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
+
+
+def lease_key(job_id: int, attempt: int, worker_name: str) -> str:
+    """The unforgeable name of one lease: HMAC(secret, job id, attempt, worker name)."""
+    secret = current_app.config["SECRET_KEY"]
+    secret = secret.encode() if isinstance(secret, str) else bytes(secret)
+    message = f"podium-lease:{job_id}:{attempt}:{worker_name}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def enqueue(submission: Submission, scorer_version: str = SCORER_VERSION) -> ScoringJob:
+    """The job that scores ``submission`` with this scorer version, created when missing.
+
+    The caller commits (so the submission row and its job land together). The unique key makes a
+    second enqueue of the same (submission, sha256, scorer version) return the existing job.
+    """
+    if submission.id is None:
+        db.session.flush()
+    existing = db.session.scalar(
+        sa.select(ScoringJob).where(
+            ScoringJob.submission_id == submission.id,
+            ScoringJob.sha256 == submission.sha256,
+            ScoringJob.scorer_version == scorer_version,
+        )
+    )
+    if existing is not None:
+        return existing
+    now = utcnow()
+    job = ScoringJob(
+        submission_id=submission.id,
+        sha256=submission.sha256,
+        scorer_version=scorer_version,
+        status="queued",
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(job)
+    except sa.exc.IntegrityError:  # a concurrent enqueue won the unique key
+        return db.session.scalars(
+            sa.select(ScoringJob).where(
+                ScoringJob.submission_id == submission.id,
+                ScoringJob.sha256 == submission.sha256,
+                ScoringJob.scorer_version == scorer_version,
+            )
+        ).one()
+    submission.status = "queued"
+    return job
+
+
+def _begin_write() -> None:
+    """End any read transaction and start a short write transaction.
+
+    On SQLite this is ``BEGIN IMMEDIATE`` (the engine's begin hook, see ``create_app``): a deferred
+    transaction that read first could not upgrade to a write once another worker committed. On
+    other databases the conditional UPDATEs below do the arbitration on their own.
+    """
+    db.session.commit()
+    if db.session.get_bind().dialect.name == "sqlite":
+        db.session.connection(execution_options={"podium_immediate": True})
+
+
+def _conditional_update(job_id: int, conditions: list, **values) -> bool:
+    """``UPDATE scoring_job SET ... WHERE id = ? AND <conditions>``; True when it changed the row."""
+    result = db.session.execute(
+        sa.update(ScoringJob)
+        .where(ScoringJob.id == job_id, *conditions)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def _give_up(job: ScoringJob) -> None:
+    """Our failure, final: the job fails and the submission is refused without costing the team."""
+    from leaderboard.intake import record_refusal
+
+    submission = db.session.get(Submission, job.submission_id)
+    if submission is not None:
+        record_refusal(submission, [OURS_MESSAGE.format(attempts=job.attempts)], ours=True)
+
+
+def sweep_expired(now: dt.datetime | None = None) -> int:
+    """Put every running job whose lease has expired back in the queue (or fail it after
+    ``max_attempts``). Commits. Returns how many jobs it moved."""
+    now = now or utcnow()
+    find_expired = sa.select(ScoringJob.id, ScoringJob.attempts).where(
+        ScoringJob.status == "running", ScoringJob.lease_expires_at < now
+    )
+    if not db.session.execute(find_expired.limit(1)).first():
+        db.session.commit()  # nothing to do: no write transaction taken
+        return 0
+    _begin_write()
+    expired = db.session.execute(find_expired).all()
+    moved = 0
+    for job_id, attempts in expired:
+        still_expired = [
+            ScoringJob.status == "running",
+            ScoringJob.attempts == attempts,
+            ScoringJob.lease_expires_at < now,
+        ]
+        error = f"lease expired at attempt {attempts} (worker gone or too slow)"
+        final = attempts >= max_attempts()
+        if not _conditional_update(
+            job_id,
+            still_expired,
+            status="failed" if final else "queued",
+            worker_name=None,
+            lease_expires_at=None,
+            last_error=error,
+            updated_at=now,
+        ):
+            continue  # the worker's result or heartbeat got there first
+        job = db.session.get(ScoringJob, job_id, populate_existing=True)
+        if final:
+            _give_up(job)
+        else:
+            submission = db.session.get(Submission, job.submission_id)
+            if submission is not None and submission.status == "running":
+                submission.status = "queued"
+        moved += 1
+    db.session.commit()
+    return moved
+
+
+def claim(worker_name: str, candidates: int = 8) -> Claim | None:
+    """Give the oldest queued job to ``worker_name`` under a fresh lease, or None when the queue is
+    empty. Sweeps expired leases first. Commits."""
+    sweep_expired()
+    _begin_write()
+    now = utcnow()
+    seconds = lease_seconds()
+    queued = db.session.execute(
+        sa.select(ScoringJob.id, ScoringJob.attempts)
+        .where(ScoringJob.status == "queued")
+        .order_by(ScoringJob.created_at, ScoringJob.id)
+        .limit(candidates)
+    ).all()
+    for job_id, attempts in queued:
+        won = _conditional_update(
+            job_id,
+            [ScoringJob.status == "queued", ScoringJob.attempts == attempts],
+            status="running",
+            worker_name=worker_name,
+            attempts=attempts + 1,
+            lease_expires_at=now + dt.timedelta(seconds=seconds),
+            updated_at=now,
+        )
+        if not won:
+            continue  # another worker took it between our SELECT and our UPDATE
+        job = db.session.get(ScoringJob, job_id, populate_existing=True)
+        submission = db.session.get(Submission, job.submission_id)
+        if submission is not None:
+            submission.status = "running"
+        db.session.commit()
+        return Claim(
+            job_id=job.id,
+            submission_id=job.submission_id,
+            sha256=job.sha256,
+            attempt=job.attempts,
+            lease_key=lease_key(job.id, job.attempts, worker_name),
+            lease_seconds=seconds,
+            lease_expires_at=now + dt.timedelta(seconds=seconds),
+        )
+    db.session.commit()
+    return None
+
+
+def holds_lease(job: ScoringJob, key: str, now: dt.datetime | None = None) -> bool:
+    """True when ``key`` names the job's current, unexpired lease."""
+    now = now or utcnow()
+    if job.status != "running" or job.worker_name is None or not key:
+        return False
+    expires = job.lease_expires_at
+    if expires is None or expires < now:
+        return False
+    return hmac.compare_digest(lease_key(job.id, job.attempts, job.worker_name), key)
+
+
+def _lease_conditions(job: ScoringJob, now: dt.datetime) -> list:
+    """The WHERE clause that re-checks, inside the UPDATE, that this lease is still the live one."""
+    return [
+        ScoringJob.status == "running",
+        ScoringJob.attempts == job.attempts,
+        ScoringJob.worker_name == job.worker_name,
+        ScoringJob.lease_expires_at >= now,
+    ]
+
+
+def heartbeat(job_id: int, key: str) -> dt.datetime | None:
+    """Extend the lease held under ``key``; the new expiry, or None when the lease was lost."""
+    _begin_write()
+    now = utcnow()
+    job = db.session.get(ScoringJob, job_id, populate_existing=True)
+    if job is None or not holds_lease(job, key, now):
+        db.session.rollback()
+        return None
+    expires = now + dt.timedelta(seconds=lease_seconds())
+    ok = _conditional_update(job_id, _lease_conditions(job, now), lease_expires_at=expires, updated_at=now)
+    db.session.commit()
+    return expires if ok else None
+
+
+def _finish(job_id: int, key: str, status: str, last_error: str | None = None) -> ScoringJob | None:
+    """Move the job out of ``running`` if ``key`` holds its lease; the job, or None. Does not commit."""
+    _begin_write()
+    now = utcnow()
+    job = db.session.get(ScoringJob, job_id, populate_existing=True)
+    if job is None or not holds_lease(job, key, now):
+        return None
+    if not _conditional_update(
+        job_id,
+        _lease_conditions(job, now),
+        status=status,
+        lease_expires_at=None,
+        last_error=last_error,
+        updated_at=now,
+    ):
+        return None
+    return db.session.get(ScoringJob, job_id, populate_existing=True)
+
+
+def complete(job_id: int, key: str, predictions: np.ndarray) -> Outcome:
+    """Accept the predictions of the lease holder once: job done and submission scored, committed
+    together. Predictions the scorer refuses (class indices out of range) refuse the submission."""
+    from leaderboard.intake import record_predictions
+
+    job = _finish(job_id, key, "done")
+    if job is None:
+        db.session.rollback()
+        return Outcome(False, "lease not held: the result was already accepted or the lease expired")
+    submission = db.session.get(Submission, job.submission_id)
+    record_predictions(submission, np.asarray(predictions, dtype=np.int64))  # refuses bad indices
+    messages = tuple(submission.messages or ()) if submission.status == "refused" else ()
+    db.session.commit()
+    return Outcome(True, "done", messages)
+
+
+def refuse(job_id: int, key: str, messages: list[str]) -> Outcome:
+    """The worker refused the checkpoint (the team's fault): record the messages, once."""
+    from leaderboard.intake import record_refusal
+
+    job = _finish(job_id, key, "done", last_error="refused: " + " | ".join(messages)[:2000])
+    if job is None:
+        db.session.rollback()
+        return Outcome(False, "lease not held: the result was already accepted or the lease expired")
+    submission = db.session.get(Submission, job.submission_id)
+    record_refusal(submission, list(messages), ours=False)
+    db.session.commit()
+    return Outcome(True, "done", tuple(messages))
+
+
+def fail(job_id: int, key: str, error: str) -> Outcome:
+    """The worker broke on the job (our fault): queue it again, or fail it for good after
+    ``max_attempts`` without costing the team anything."""
+    _begin_write()
+    job = db.session.get(ScoringJob, job_id, populate_existing=True)
+    if job is None or not holds_lease(job, key):
+        db.session.rollback()
+        return Outcome(False, "lease not held")
+    final = job.attempts >= max_attempts()
+    job = _finish(job_id, key, "failed" if final else "queued", last_error=error[:2000])
+    if job is None:
+        db.session.rollback()
+        return Outcome(False, "lease not held")
+    job.worker_name = None
+    submission = db.session.get(Submission, job.submission_id)
+    if final:
+        _give_up(job)
+    elif submission is not None:
+        submission.status = "queued"
+    db.session.commit()
+    return Outcome(True, job.status)
+
+
+def requeue(submission: Submission, scorer_version: str = SCORER_VERSION) -> ScoringJob:
+    """An organizer's rescore: the submission's job for this scorer version back in the queue, with
+    its attempts reset. The caller commits."""
+    job = enqueue(submission, scorer_version)
+    if job.status in ("failed", "done"):
+        job.status = "queued"
+        job.attempts = 0
+        job.worker_name = None
+        job.lease_expires_at = None
+        job.last_error = None
+        job.updated_at = utcnow()
+        submission.status = "queued"
+    return job
+
+
+def queue_counts() -> dict[str, int]:
+    """How many jobs are in each status, for the admin page."""
+    rows = db.session.execute(sa.select(ScoringJob.status, sa.func.count()).group_by(ScoringJob.status)).all()
+    return {status: count for status, count in rows}

@@ -1,0 +1,193 @@
+"""The worker protocol: JSON over HTTP, authenticated by the workers' token (not by CSRF).
+
+    POST /api/jobs/claim              {"worker": NAME} -> 200 a job with its lease, or 204
+    GET  /api/jobs/test-data          a zip of competition.toml + public/test.npz (never the answers)
+    GET  /api/jobs/<id>/file          the checkpoint, only to the lease holder (X-Podium-Lease)
+    POST /api/jobs/<id>/heartbeat     extends the lease; 409 when it was lost
+    POST /api/jobs/<id>/result        {"predictions": [...]} | {"errors": [...]} | {"failure": "..."}
+                                      accepted once from the lease holder; 409 otherwise
+
+Workers send predictions (class indices in test.npz row order); the server scores them.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
+
+from leaderboard import jobs
+from leaderboard.auth import require_worker
+from leaderboard.extensions import csrf, db
+from leaderboard.models import ScoringJob, Submission
+from leaderboard.state import current_competition, current_solution, podium_state
+
+LEASE_HEADER = "X-Podium-Lease"
+WORKER_NAME = re.compile(r"^[\w.@:+-]{1,100}$")
+MAX_MESSAGES = 50
+
+jobs_api = Blueprint("jobs_api", __name__, url_prefix="/api/jobs")
+csrf.exempt(jobs_api)
+
+
+def _error(status: int, *messages: str) -> Response:
+    response = jsonify({"errors": list(messages)})
+    response.status_code = status
+    return response
+
+
+@jobs_api.post("/claim")
+@require_worker
+def claim() -> Response:
+    body = request.get_json(silent=True) or {}
+    name = body.get("worker", "worker") if isinstance(body, dict) else "worker"
+    if not isinstance(name, str) or not WORKER_NAME.match(name):
+        return _error(400, "worker must be a name of 1-100 letters, digits or . _ @ : + -")
+    won = jobs.claim(name)
+    if won is None:
+        return Response(status=204)
+    return jsonify(
+        {
+            "id": won.job_id,
+            "submission_id": won.submission_id,
+            "sha256": won.sha256,
+            "attempt": won.attempt,
+            "lease": won.lease_key,
+            "lease_seconds": won.lease_seconds,
+            "lease_expires_at": won.lease_expires_at.isoformat(),
+            "file_url": url_for("jobs_api.job_file", job_id=won.job_id),
+            "heartbeat_url": url_for("jobs_api.heartbeat", job_id=won.job_id),
+            "result_url": url_for("jobs_api.result", job_id=won.job_id),
+            "test_data_url": url_for("jobs_api.test_data"),
+            "test_data_version": _test_data_version(),
+        }
+    )
+
+
+def _held_job(job_id: int) -> ScoringJob | None:
+    job = db.session.get(ScoringJob, job_id)
+    if job is None or not jobs.holds_lease(job, request.headers.get(LEASE_HEADER, "")):
+        return None
+    return job
+
+
+@jobs_api.get("/<int:job_id>/file")
+@require_worker
+def job_file(job_id: int) -> Response:
+    job = _held_job(job_id)
+    if job is None:
+        return _error(409, "This worker does not hold the lease on that job.")
+    submission = db.session.get(Submission, job.submission_id)
+    root = podium_state().storage_root.resolve()
+    path = (root / submission.stored_path).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return _error(410, "The checkpoint file is missing from the storage.")
+    return send_file(
+        path,
+        mimetype="application/octet-stream",
+        as_attachment=True,
+        download_name=f"{job.sha256}.bin",
+        conditional=False,
+    )
+
+
+def _test_data_version() -> str:
+    """Changes whenever competition.toml or public/test.npz changes (a cheap fingerprint)."""
+    comp = current_competition()
+    toml = comp.root / "competition.toml"
+    digest = hashlib.sha256()
+    for path in (toml, comp.test_path):
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    digest.update(toml.read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def _test_data_zip(version: str) -> Path:
+    """The zip a worker needs for inference, built once per version into the instance folder."""
+    comp = current_competition()
+    cache = Path(current_app.instance_path) / "worker-data"
+    target = cache / f"test-data-{version}.zip"
+    if target.is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".part")
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            # Exactly these two public files: the solution never goes into this archive.
+            zf.write(comp.root / "competition.toml", "competition.toml")
+            zf.write(comp.test_path, "public/test.npz")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+@jobs_api.get("/test-data")
+@require_worker
+def test_data() -> Response:
+    version = _test_data_version()
+    response = send_file(
+        _test_data_zip(version),
+        mimetype="application/zip",
+        as_attachment=True,
+        download_name=f"{current_competition().name}-test-data-{version}.zip",
+        conditional=False,
+    )
+    response.headers["X-Podium-Test-Data-Version"] = version
+    return response
+
+
+@jobs_api.post("/<int:job_id>/heartbeat")
+@require_worker
+def heartbeat(job_id: int) -> Response:
+    expires = jobs.heartbeat(job_id, request.headers.get(LEASE_HEADER, ""))
+    if expires is None:
+        return _error(409, "The lease on this job was lost (expired, or the job was finished or re-claimed).")
+    return jsonify({"lease_expires_at": expires.isoformat(), "lease_seconds": jobs.lease_seconds()})
+
+
+def _predictions(body) -> tuple[list[int] | None, str | None]:
+    """The class indices of a result body, or why they are malformed (a worker bug: ours)."""
+    values = body.get("predictions") if isinstance(body, dict) else body
+    expected = len(current_solution())
+    if not isinstance(values, list):
+        return None, "predictions must be a JSON list of class indices"
+    if len(values) != expected:
+        return None, f"expected {expected} predictions (one per row of test.npz), got {len(values)}"
+    if not all(type(v) is int for v in values):
+        return None, "every prediction must be an integer class index"
+    return values, None
+
+
+@jobs_api.post("/<int:job_id>/result")
+@require_worker
+def result(job_id: int) -> Response:
+    key = request.headers.get(LEASE_HEADER, "")
+    body = request.get_json(silent=True)
+    if body is None:
+        return _error(400, "The result must be JSON.")
+    if isinstance(body, dict) and "errors" in body:
+        messages = body["errors"]
+        if not (isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages)):
+            return _error(400, "errors must be a non-empty list of strings")
+        outcome = jobs.refuse(job_id, key, [m[:1000] for m in messages[:MAX_MESSAGES]])
+    elif isinstance(body, dict) and "failure" in body:
+        outcome = jobs.fail(job_id, key, str(body["failure"]))
+    else:
+        values, problem = _predictions(body)
+        if problem is not None:
+            outcome = jobs.fail(job_id, key, f"malformed result from the worker: {problem}")
+            if not outcome.accepted:
+                return _error(409, "This worker does not hold the lease on that job.")
+            return _error(422, problem)
+        outcome = jobs.complete(job_id, key, values)
+    if not outcome.accepted:
+        return _error(409, "The result was not accepted: " + outcome.status + ".")
+    return jsonify({"status": outcome.status, "messages": list(outcome.messages)})

@@ -1,0 +1,307 @@
+"""``podium worker``: claim checkpoint jobs from a leaderboard server, run them, post predictions.
+
+The loop: claim a job (a lease) -> fetch the public test data once (cached per version) -> fetch the
+checkpoint -> run it with ``harness.checkpoint`` while a thread heartbeats the lease -> post the
+predictions (class indices in test.npz order). The worker never receives labels: the server
+scores what it sends. A checkpoint that ``harness.checkpoint`` refuses (``CheckpointError``, the
+team's fault) is posted as ``{"errors": [...]}``; anything else that breaks is posted as
+``{"failure": ...}`` (ours: the server re-queues the job or, after a few attempts, gives up
+without costing the team). Network trouble and server errors are retried with capped exponential
+backoff. One log line per job.
+
+``PODIUM_WORKER_PAUSE_AFTER_CLAIM`` (seconds) makes the worker wait, heartbeating, after each
+claim: a real, slow job for tests and for rehearsing a worker crash.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urljoin
+
+import click
+import requests
+
+from harness.errors import SubmissionError
+
+log = logging.getLogger("podium.worker")
+
+LEASE_HEADER = "X-Podium-Lease"
+PAUSE_ENV = "PODIUM_WORKER_PAUSE_AFTER_CLAIM"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class ServerRefused(Exception):
+    """The server answered with a 4xx that retrying will not fix (e.g. 401 bad token)."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        super().__init__(f"HTTP {status}: {message}")
+
+
+class LeaseLost(Exception):
+    """The server says this worker no longer holds the job (409)."""
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with jitter: 1, 2, 4, ... up to ``cap`` seconds."""
+
+    base: float = 1.0
+    cap: float = 60.0
+    failures: int = 0
+    sleep: Callable[[float], None] = time.sleep
+
+    def wait(self) -> float:
+        delay = min(self.cap, self.base * 2**self.failures) * random.uniform(0.5, 1.0)
+        self.failures += 1
+        self.sleep(delay)
+        return delay
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass
+class JobClient:
+    """The HTTP side of the worker protocol (``leaderboard.jobs_api``)."""
+
+    server: str
+    token: str
+    timeout: float = 60.0
+    retries: int = 6
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def __post_init__(self) -> None:
+        self.server = self.server.rstrip("/") + "/"
+        self.session.headers["Authorization"] = f"Bearer {self.token}"
+        self.session.headers["User-Agent"] = "podium-worker"
+
+    def url(self, path: str) -> str:
+        return urljoin(self.server, path.lstrip("/"))
+
+    def request(self, method: str, path: str, lease: str | None = None, retries: int | None = None, **kw) -> requests.Response:
+        """One request, retried with backoff on connection errors and 5xx/429; 409 -> LeaseLost;
+        another 4xx -> ServerRefused."""
+        headers = kw.pop("headers", {})
+        if lease:
+            headers[LEASE_HEADER] = lease
+        backoff = Backoff()
+        attempts = self.retries if retries is None else retries
+        for attempt in range(attempts + 1):
+            try:
+                response = self.session.request(method, self.url(path), headers=headers, timeout=self.timeout, **kw)
+            except requests.RequestException as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == 409:
+                    raise LeaseLost(_errors(response))
+                if response.status_code not in RETRY_STATUSES:
+                    if 400 <= response.status_code < 500:
+                        raise ServerRefused(response.status_code, _errors(response))
+                    return response
+                problem = f"HTTP {response.status_code}"
+            if attempt == attempts:
+                raise ConnectionError(f"{method} {path} failed {attempts + 1} times; last: {problem}")
+            delay = backoff.wait()
+            log.warning("%s %s: %s; retrying in %.1fs", method, path, problem, delay)
+        raise AssertionError("unreachable")
+
+    def claim(self, name: str) -> dict | None:
+        response = self.request("POST", "api/jobs/claim", json={"worker": name})
+        return None if response.status_code == 204 else response.json()
+
+    def download(self, path: str, dest: Path, lease: str | None = None) -> Path:
+        response = self.request("GET", path, lease=lease, stream=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(dest.suffix + ".part")
+        with open(tmp, "wb") as fh:
+            for chunk in response.iter_content(1 << 20):
+                fh.write(chunk)
+        os.replace(tmp, dest)
+        return dest
+
+    def heartbeat(self, job: dict) -> dict:
+        return self.request("POST", job["heartbeat_url"], lease=job["lease"], retries=2).json()
+
+    def post_result(self, job: dict, body: Any) -> dict:
+        return self.request("POST", job["result_url"], lease=job["lease"], json=body).json()
+
+
+def _errors(response: requests.Response) -> str:
+    try:
+        return "; ".join(response.json().get("errors", [])) or response.reason
+    except ValueError:
+        return response.text[:200] or response.reason
+
+
+class Heartbeat(threading.Thread):
+    """Extends the job's lease every third of its length until stopped; notes a lost lease."""
+
+    def __init__(self, client: JobClient, job: dict):
+        super().__init__(name=f"heartbeat-{job['id']}", daemon=True)
+        self.client, self.job = client, job
+        self.interval = max(0.2, float(job["lease_seconds"]) / 3)
+        self.stopped = threading.Event()
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.client.heartbeat(self.job)
+            except LeaseLost:
+                self.lost.set()
+                log.warning("job %s: lease lost", self.job["id"])
+                return
+            except Exception as exc:  # keep trying: the lease may still be alive
+                log.warning("job %s: heartbeat failed (%s)", self.job["id"], exc)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+
+
+@dataclass
+class Worker:
+    client: JobClient
+    name: str
+    cache_dir: Path
+    device: str | None = None
+    poll: float = 2.0
+    pause_after_claim: float = 0.0
+
+    def test_data(self, job: dict) -> Path:
+        """The competition directory (competition.toml + public/test.npz) for this job's version."""
+        directory = self.cache_dir / f"test-data-{job['test_data_version']}"
+        if (directory / "public" / "test.npz").is_file():
+            return directory
+        archive = self.client.download(job["test_data_url"], self.cache_dir / "test-data.zip")
+        staging = Path(tempfile.mkdtemp(dir=self.cache_dir))
+        with zipfile.ZipFile(archive) as zf:
+            names = set(zf.namelist())
+            if names != {"competition.toml", "public/test.npz"}:
+                raise RuntimeError(f"unexpected test-data archive contents: {sorted(names)}")
+            zf.extractall(staging)
+        archive.unlink()
+        os.replace(staging, directory)
+        return directory
+
+    def predict(self, checkpoint: Path, competition_dir: Path) -> list[int]:
+        from harness.checkpoint import predict_checkpoint  # torch: imported only to run a job
+        from harness.competition import load_competition
+
+        competition = load_competition(competition_dir)
+        return [int(v) for v in predict_checkpoint(checkpoint, competition, device=self.device)]
+
+    def run_job(self, job: dict) -> str:
+        """Run one claimed job to its posted result; returns a word for the log line."""
+        beat = Heartbeat(self.client, job)
+        beat.start()
+        checkpoint = self.cache_dir / f"job-{job['id']}-{job['attempt']}.bin"
+        try:
+            if self.pause_after_claim > 0:
+                time.sleep(self.pause_after_claim)
+            competition_dir = self.test_data(job)
+            self.client.download(job["file_url"], checkpoint, lease=job["lease"])
+            try:
+                body: Any = {"predictions": self.predict(checkpoint, competition_dir)}
+                verdict = "predicted"
+            except SubmissionError as exc:  # CheckpointError: the team's checkpoint was refused
+                body, verdict = {"errors": exc.messages}, "refused"
+            except Exception as exc:  # ours: the server decides whether to try again
+                log.exception("job %s: inference failed", job["id"])
+                body, verdict = {"failure": f"{type(exc).__name__}: {exc}"[:2000]}, "failed"
+        finally:
+            beat.stop()
+            checkpoint.unlink(missing_ok=True)
+        if beat.lost.is_set():
+            return "lease lost, result dropped"
+        reply = self.client.post_result(job, body)
+        return f"{verdict} -> {reply.get('status', '?')}"
+
+    def run_once(self) -> bool:
+        """Claim and run one job; False when the queue was empty."""
+        job = self.client.claim(self.name)
+        if job is None:
+            return False
+        started = time.monotonic()
+        try:
+            verdict = self.run_job(job)
+        except LeaseLost:
+            verdict = "lease lost, result refused by the server"
+        log.info(
+            "job %s submission %s attempt %s sha256 %s: %s in %.1fs",
+            job["id"], job["submission_id"], job["attempt"], job["sha256"][:12], verdict, time.monotonic() - started,
+        )
+        return True
+
+    def run_forever(self, once: bool = False, stop: threading.Event | None = None) -> int:
+        stop = stop or threading.Event()
+        backoff = Backoff(cap=max(self.poll, 60.0))
+        while not stop.is_set():
+            try:
+                worked = self.run_once()
+                backoff.reset()
+            except ServerRefused as exc:
+                if exc.status in (401, 403):
+                    log.error("the server refused this worker: %s", exc)
+                    return 2
+                log.warning("the server refused a request: %s", exc)
+                if once:
+                    return 1
+                stop.wait(self.poll)
+                continue
+            except (ConnectionError, requests.RequestException) as exc:
+                log.warning("server unreachable (%s)", exc)
+                if once:
+                    return 1
+                backoff.wait()
+                continue
+            if once:
+                return 0
+            if not worked:
+                stop.wait(self.poll)
+        return 0
+
+
+def default_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"[:100]
+
+
+@click.command("worker")
+@click.option("--server", required=True, help="The leaderboard's address, e.g. http://127.0.0.1:5000")
+@click.option("--token", envvar="PODIUM_WORKER_TOKEN", required=True, help="The workers' token (or $PODIUM_WORKER_TOKEN).")
+@click.option("--device", default=None, help="Where models run: cpu, cuda, cuda:1 (default: cuda when available).")
+@click.option("--once", is_flag=True, help="Run at most one job, then exit (0 also when the queue was empty).")
+@click.option("--poll", default=2.0, show_default=True, type=float, help="Seconds between claims while the queue is empty.")
+@click.option("--name", default=None, help="This worker's name in the admin page (default: host-pid).")
+@click.option("--cache", "cache", default=None, type=click.Path(file_okay=False, path_type=Path), help="Where test data is cached (default: a temporary folder).")
+def worker_command(server: str, token: str, device: str | None, once: bool, poll: float, name: str | None, cache: Path | None) -> int:
+    """Claim checkpoint jobs from a leaderboard server, run them, and post the predictions."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+    with tempfile.TemporaryDirectory(prefix="podium-worker-") as tmp:
+        cache_dir = cache or Path(tmp)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        worker = Worker(
+            client=JobClient(server, token),
+            name=name or default_name(),
+            cache_dir=cache_dir,
+            device=device,
+            poll=poll,
+            pause_after_claim=pause,
+        )
+        log.info("worker %s serving %s (device %s)", worker.name, server, device or "auto")
+        try:
+            return worker.run_forever(once=once)
+        except KeyboardInterrupt:
+            log.info("worker %s stopped", worker.name)
+            return 130
