@@ -106,9 +106,15 @@ def _ensure_settings() -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from leaderboard import errors
+    from leaderboard import admin, api, board, errors, teams, views
 
+    app.register_blueprint(board.bp)
+    app.register_blueprint(teams.bp)
+    app.register_blueprint(api.bp)
+    csrf.exempt(api.bp)  # bearer-token JSON: no cookie ever authenticates it
+    app.register_blueprint(admin.bp)
     errors.register(app)
+    app.jinja_env.globals.update(views.template_globals())
     # Blueprints of the worker protocol (leaderboard/jobs_api.py) register here too.
     from leaderboard.jobs_api import jobs_api
 

@@ -61,6 +61,7 @@ def create_team(name: str) -> tuple[Team, str]:
     token = f"{team.id}.{new_secret()}"
     team.token_hash = hash_token(token)
     db.session.commit()
+    db.session.refresh(team)  # usable after the session ends (the CLI prints it)
     return team, token
 
 

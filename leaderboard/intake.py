@@ -24,7 +24,6 @@ from leaderboard.models import Setting, Submission, Team
 from leaderboard.state import current_competition, current_solution, now, podium_state
 
 BOARD_VERSION = "board_version"
-MAX_HISTORY_BYTES = 1024 * 1024
 MAX_NOTE_CHARS = 500
 
 
@@ -111,23 +110,12 @@ def store_file(team: Team, data: bytes, kind: str) -> tuple[str, str]:
 
 
 def check_history(data: bytes | None) -> str | None:
-    """The training history as text, validated by ``harness.diagnosis`` when it is installed."""
+    """The training history as text, validated by ``harness.diagnosis.read_history``."""
     if not data:
         return None
-    if len(data) > MAX_HISTORY_BYTES:
-        raise SubmissionError("The history file is larger than 1 MiB; attach the history.csv of one training run.")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise SubmissionError("The history file is not UTF-8 text; attach the history.csv written by training.") from None
-    try:
-        from harness.diagnosis import read_history
-    except ImportError:  # the diagnosis module is optional for intake
-        return text
-    import io
+    from harness.diagnosis import read_history
 
-    read_history(io.StringIO(text))
-    return text
+    return read_history(data).to_csv()
 
 
 @dataclass(frozen=True)
@@ -168,7 +156,7 @@ def accept(team: Team, upload: Upload) -> Submission:
     if not upload.data:
         raise SubmissionError("The file is empty; choose your predictions CSV or model checkpoint.")
     history = check_history(upload.history)
-    team_id, slug = team.id, team.slug
+    team_id = team.id
     sha, relative = store_file(team, upload.data, kind)
     predictions, messages = None, None
     if kind == "csv":  # parse before taking the write lock: the lock is held only to count and insert

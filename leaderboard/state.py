@@ -14,25 +14,18 @@ from harness.competition import Competition, Solution
 
 @dataclass
 class BoardCache:
-    """Computed boards keyed by a name; cleared whenever a score changes in this process.
+    """Computed boards by name, each stored with the board version it was computed at."""
 
-    Other processes serving the same database see new scores after at most ``ttl_s``.
-    """
-
-    ttl_s: float = 2.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _entries: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    _entries: dict[str, Any] = field(default_factory=dict)
 
-    def get(self, key: str, now: float) -> Any | None:
+    def get(self, key: str) -> Any | None:
         with self._lock:
-            hit = self._entries.get(key)
-        if hit is None or now - hit[0] > self.ttl_s:
-            return None
-        return hit[1]
+            return self._entries.get(key)
 
-    def put(self, key: str, value: Any, now: float) -> None:
+    def put(self, key: str, value: Any) -> None:
         with self._lock:
-            self._entries[key] = (now, value)
+            self._entries[key] = value
 
     def clear(self) -> None:
         with self._lock:

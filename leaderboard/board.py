@@ -1,0 +1,91 @@
+"""Public pages: the board, a team's history, a submission (its team and the organizer only)."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, render_template, send_file
+
+from leaderboard.auth import is_admin, session_team
+from leaderboard.extensions import db
+from leaderboard.intake import storage_path
+from leaderboard.models import Submission, Team
+from leaderboard.ranking import current_board, is_revealed, team_finals
+from leaderboard.state import current_competition
+from leaderboard.views import line_chart, time_label
+from leaderboard.visibility import visible_result
+
+bp = Blueprint("board", __name__)
+
+
+@bp.get("/")
+def index():
+    board = current_board()
+    me = session_team()
+    return render_template("board.html", board=board, my_team_id=me.id if me else None)
+
+
+@bp.get("/teams/<slug>")
+def team(slug: str):
+    team = db.first_or_404(sa.select(Team).where(Team.slug == slug))
+    me = session_team()
+    owner = is_admin() or (me is not None and me.id == team.id)
+    subs = list(
+        db.session.scalars(sa.select(Submission).where(Submission.team_id == team.id).order_by(Submission.created_at))
+    )
+    scored = [s for s in subs if s.status == "scored"]
+    ranked = [(s.created_at.timestamp(), round(s.public_score, 4)) for s in scored if not s.late]
+    late = [(s.created_at.timestamp(), round(s.public_score, 4)) for s in scored if s.late]
+    series = [("public score", ranked)] + ([("late", late)] if late else [])
+    chart = line_chart(series, x_label=time_label, y_label=lambda y: f"{y:.4f}")
+    finals = team_finals(team.id, current_competition().final_selections) if owner else set()
+    shown = subs if owner else scored
+    return render_template(
+        "team.html", team=team, submissions=list(reversed(shown)), chart=chart, owner=owner, finals=finals,
+        revealed=is_revealed(),
+    )
+
+
+def _viewable_submission(submission_id: int) -> Submission:
+    """A submission its own team or the organizer may open; 404 for everyone else (no existence leak)."""
+    submission = db.session.get(Submission, submission_id)
+    me = session_team()
+    if submission is None or not (is_admin() or (me is not None and me.id == submission.team_id)):
+        abort(404)
+    return submission
+
+
+def _history_view(submission: Submission):
+    if not submission.history_csv:
+        return None
+    from harness.diagnosis import diagnose, read_history
+
+    history = read_history(submission.history_csv.encode("utf-8"))
+    epochs = [float(row["epoch"]) for row in history]
+    col = history.column
+    loss = line_chart([("train loss", list(zip(epochs, col("train_loss")))),
+                       ("val loss", list(zip(epochs, col("val_loss"))))], y_label=lambda y: f"{y:.3f}")
+    acc = line_chart([("train accuracy", list(zip(epochs, col("train_acc")))),
+                      ("val accuracy", list(zip(epochs, col("val_acc"))))], y_label=lambda y: f"{y:.3f}")
+    return {"loss": loss, "acc": acc, "diagnosis": diagnose(history), "epochs": len(history)}
+
+
+@bp.get("/submissions/<int:submission_id>")
+def submission(submission_id: int):
+    sub = _viewable_submission(submission_id)
+    team = db.session.get(Team, sub.team_id)
+    revealed = is_revealed()
+    return render_template(
+        "submission.html", sub=sub, team=team, result=visible_result(sub, revealed), revealed=revealed,
+        history=_history_view(sub), classes=current_competition().classes,
+    )
+
+
+@bp.get("/submissions/<int:submission_id>/file")
+def submission_file(submission_id: int):
+    """The team's own uploaded file, as an attachment under a name we choose."""
+    sub = _viewable_submission(submission_id)
+    path = storage_path(sub)
+    if not path.is_file():
+        abort(404)
+    ext = path.suffix
+    return send_file(path, as_attachment=True, download_name=f"submission-{sub.id}{ext}",
+                     mimetype="text/csv" if ext == ".csv" else "application/octet-stream")
