@@ -1,0 +1,103 @@
+"""The leaderboard as a real waitress server on 127.0.0.1, and the podium CLI against it."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import sqlalchemy as sa
+from waitress import create_server
+
+from conftest import PODIUM, noisy_predictions, write_submission
+from leaderboard import create_app
+from leaderboard.auth import create_team
+from leaderboard.extensions import db
+from leaderboard.models import Submission
+
+pytestmark = pytest.mark.slow
+
+
+class LiveServer:
+    """waitress serving ``app`` on an ephemeral 127.0.0.1 port, in a thread."""
+
+    def __init__(self, app, threads: int = 8):
+        self.server = create_server(app, host="127.0.0.1", port=0, threads=threads)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def instance(tmp_path, digits_competition):
+    competition = tmp_path / "digits"
+    shutil.copytree(digits_competition.root, competition)
+    return competition, tmp_path / "instance"
+
+
+def test_daily_limit_holds_under_20_concurrent_uploads(instance, digits_solution):
+    competition, instance_dir = instance
+    app = create_app({"COMPETITION_DIR": str(competition), "INSTANCE_PATH": str(instance_dir), "WORKER_TOKEN": "w"})
+    with app.app_context():
+        team, token = create_team("Racers")
+        team_id = team.id
+    preds = noisy_predictions(digits_solution, 0.8)
+    body = ("id,label\n" + "".join(f"{i},{int(p)}\n" for i, p in zip(digits_solution.ids, preds))).encode()
+    barrier = threading.Barrier(20)
+
+    def one(i: int) -> int:
+        barrier.wait(timeout=30)
+        response = requests.post(f"{server.url}/api/submissions", headers={"Authorization": f"Bearer {token}"},
+                                 files={"file": (f"s{i}.csv", body)}, timeout=60)
+        return response.status_code
+
+    with LiveServer(app, threads=8) as server:
+        with ThreadPoolExecutor(20) as pool:
+            codes = list(pool.map(one, range(20)))
+    assert sorted(codes) == [201] * 5 + [429] * 15, codes
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).where(Submission.team_id == team_id)) == 5
+
+
+def run_podium(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*PODIUM, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_team_add_and_submit_against_a_real_server(instance, digits_solution, tmp_path):
+    competition, instance_dir = instance
+    added = run_podium("team", "add", "CLI Crew", "--competition", str(competition), "--instance", str(instance_dir))
+    assert added.returncode == 0, added.stderr
+    token = next(line.split()[1] for line in added.stdout.splitlines() if line.startswith("token:"))
+    listed = run_podium("team", "list", "--competition", str(competition), "--instance", str(instance_dir))
+    assert "cli-crew\t0 submissions\tCLI Crew" in listed.stdout
+    app = create_app({"COMPETITION_DIR": str(competition), "INSTANCE_PATH": str(instance_dir)})
+    good = write_submission(tmp_path / "good.csv", digits_solution.ids,
+                            [str(p) for p in noisy_predictions(digits_solution, 0.9, seed=1)])
+    bad = write_submission(tmp_path / "bad.csv", digits_solution.ids[:10], ["7"] * 10)
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,train_loss,train_acc,val_loss,val_acc\n1,0.9,0.7,0.8,0.72\n2,0.5,0.85,0.6,0.8\n")
+    with LiveServer(app) as server:
+        ok = run_podium("submit", str(good), "--server", server.url, "--token", token, "--note", "from the CLI",
+                        "--history", str(history))
+        refused = run_podium("submit", str(bad), "--server", server.url, "--token", token)
+        wrong = run_podium("submit", str(good), "--server", server.url, "--token", "1.not-the-token")
+        board = requests.get(f"{server.url}/api/leaderboard", timeout=10).json()
+    assert ok.returncode == 0, ok.stderr
+    assert "public accuracy 0.9" in ok.stdout or "public accuracy 0.8" in ok.stdout
+    assert refused.returncode == 2 and "569 of the 579 test ids are missing" in refused.stderr
+    assert wrong.returncode == 2 and "valid team token" in wrong.stderr
+    assert board["rows"][0]["team"] == "CLI Crew" and board["rows"][0]["entries"] == 2
+    with app.app_context():
+        sub = db.session.scalars(sa.select(Submission).where(Submission.status == "scored")).one()
+        assert sub.note == "from the CLI" and sub.history_csv.startswith("epoch,")
