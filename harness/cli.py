@@ -83,3 +83,40 @@ def evaluate_command(directory, competition_dir, out, device):
     if out is not None:
         write_leaderboard_csv(result, out)
         click.echo(f"\nleaderboard written to {out}")
+
+
+def _triple_option(value: str | None, name: str) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise click.BadParameter(f"{name} must be three comma-separated numbers, e.g. 0.485,0.456,0.406")
+    return parts  # type: ignore[return-value]
+
+
+@click.command("pack")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--library", required=True, type=click.Choice(["torchvision", "timm"]), help="The registry the architecture comes from.")
+@click.option("--arch", required=True, help="The registry name, e.g. resnet50 (torchvision) or convnext_tiny (timm).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The .safetensors file to write.")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Class count (default: read from the final layer's shape).")
+@click.option("--input-size", type=click.IntRange(min=1), default=None, help="Square input side the model expects (default: the competition's).")
+@click.option("--mean", default=None, help="Normalisation mean as r,g,b (default: the competition's).")
+@click.option("--std", default=None, help="Normalisation std as r,g,b (default: the competition's).")
+@click.option("--max-mb", type=click.IntRange(min=1), default=4096, show_default=True, help="Refuse inputs larger than this.")
+def pack_command(model, library, arch, output, num_classes, input_size, mean, std, max_mb):
+    """Convert MODEL, a .pt/.pth state dict, into a .safetensors checkpoint with its model card.
+
+    MODEL is read only with torch.load(weights_only=True); anything that needs more (a pickled
+    module, TorchScript, torch.package) is refused.
+    """
+    from harness.checkpoint.pack import pack_checkpoint
+
+    card = pack_checkpoint(
+        model, output, library=library, arch=arch, num_classes=num_classes, input_size=input_size,
+        mean=_triple_option(mean, "--mean"), std=_triple_option(std, "--std"), max_bytes=max_mb * 2**20,
+    )
+    click.echo(f"wrote {output}: {card.library}/{card.arch}, {card.num_classes} classes")

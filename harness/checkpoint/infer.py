@@ -1,0 +1,119 @@
+"""Batched inference over a uint8 image array: the fast path that checkpoint scoring uses.
+
+The uint8 images go to the device once; each batch is turned NHWC -> NCHW (a view that is already
+channels_last), resized with the same bilinear + antialias kernel and rounding as torchvision's
+``Resize`` on uint8 images, scaled to [0,1] and normalised, all on the device. On CUDA the
+forward pass runs under bf16 autocast with large batches and cuDNN autotuning; on CPU in float32.
+``reference_transform`` is the naive per-image torchvision pipeline it must agree with (used by
+the tests and ``benchmarks/checkpoint_speed.py``).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from harness.checkpoint.policy import InputSpec
+from harness.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
+
+CUDA_BATCH = 512
+CPU_BATCH = 128
+
+
+def resolve_device(device: str | None) -> "torch.device":
+    """``None``/``"auto"``: CUDA when available, else CPU; otherwise what was asked for."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def prepare_batch(batch: "torch.Tensor", spec: InputSpec, mean: "torch.Tensor", std: "torch.Tensor") -> "torch.Tensor":
+    """uint8 [B,H,W,3] on the device -> normalised float32 [B,3,size,size] in channels_last."""
+    import torch
+    import torch.nn.functional as F
+
+    x = batch.permute(0, 3, 1, 2).float()  # a channels_last view of NHWC memory
+    if x.shape[-2:] != (spec.size, spec.size):
+        x = F.interpolate(x, size=(spec.size, spec.size), mode="bilinear", align_corners=False, antialias=True)
+        x = x.round_().clamp_(0, 255)  # torchvision resizes uint8 images to uint8
+    x = x.mul_(1 / 255).sub_(mean).div_(std)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def predict_array(
+    model: "torch.nn.Module",
+    images: np.ndarray,
+    spec: InputSpec,
+    device: "torch.device",
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """int64 class indices [M] for uint8 images [M,H,W,3]; non-finite outputs are refused."""
+    import torch
+    from tqdm import tqdm
+
+    cuda = device.type == "cuda"
+    batch_size = batch_size or (CUDA_BATCH if cuda else CPU_BATCH)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    model = model.to(device).eval()
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    data = torch.from_numpy(np.ascontiguousarray(images))
+    data = data.pin_memory().to(device, non_blocking=True) if cuda else data
+    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+    m = data.shape[0]
+    predictions = torch.empty(m, dtype=torch.int64, device=device)
+    non_finite = torch.zeros((), dtype=torch.int64, device=device)
+    starts = range(0, m, batch_size)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        for start in tqdm(starts, desc="inference", unit="batch", disable=None if progress else True):
+            x = prepare_batch(data[start : start + batch_size], spec, mean, std)
+            try:
+                logits = model(x)
+            except (RuntimeError, ValueError, AssertionError, TypeError) as exc:
+                if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
+                    raise
+                raise CheckpointError(
+                    f"the model failed on a batch of shape {list(x.shape)}: {str(exc).splitlines()[0][:300]} "
+                    "(does this architecture accept the input_size on the model card?)"
+                ) from None
+            _check_logits(logits, x.shape[0], model)
+            non_finite += (~torch.isfinite(logits)).any(dim=1).sum()
+            predictions[start : start + x.shape[0]] = logits.argmax(dim=1)
+    bad = int(non_finite.item())
+    if bad:
+        raise CheckpointError(
+            f"the model produced NaN or infinite outputs for {bad} of {m} test images, so they have no "
+            "prediction; check the weights (a diverged training run?) and resubmit."
+        )
+    return predictions.cpu().numpy()
+
+
+def _check_logits(logits: object, batch: int, model: "torch.nn.Module") -> None:
+    import torch
+
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
+        shape = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise CheckpointError(f"the model must return one row of class scores per image, got {shape} for {batch} images.")
+
+
+def reference_transform(spec: InputSpec) -> Callable:
+    """The naive per-image pipeline: torchvision transforms v2, as a data loader would apply it."""
+    import torch
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize((spec.size, spec.size), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(spec.mean), std=list(spec.std)),
+        ]
+    )
