@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, render_template, send_file
+from markupsafe import Markup
 
 from leaderboard.auth import is_admin, session_team
 from leaderboard.extensions import db
 from leaderboard.intake import storage_path
 from leaderboard.models import Submission, Team
-from leaderboard.ranking import current_board, is_revealed, team_finals
-from leaderboard.state import current_competition
+from leaderboard.ranking import is_revealed, team_finals, versioned_board
+from leaderboard.state import current_competition, podium_state
 from leaderboard.views import line_chart, time_label
 from leaderboard.visibility import visible_result
 
@@ -18,9 +19,18 @@ bp = Blueprint("board", __name__)
 
 @bp.get("/")
 def index():
-    board = current_board()
+    version, board = versioned_board()
+    cache = podium_state().board_cache
+    hit = cache.get("board_html")
+    if hit is not None and hit[0] == version:
+        table = hit[1]
+    else:
+        # Our own autoescaped render of the table, kept per board version: the page then costs one
+        # small query and the page frame, whatever the number of teams.
+        table = Markup(render_template("board_table.html", board=board))
+        cache.put("board_html", (version, table))
     me = session_team()
-    return render_template("board.html", board=board, my_team_id=me.id if me else None)
+    return render_template("board.html", board=board, table=table, my_slug=me.slug if me else None)
 
 
 @bp.get("/teams/<slug>")

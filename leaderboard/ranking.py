@@ -190,18 +190,22 @@ def compute_board(revealed: bool) -> Board:
     return Board(metric=competition.primary_metric, revealed=revealed, rows=tuple(rows))
 
 
-def current_board() -> Board:
-    """The board to show now, from the cache when no score changed since it was computed."""
+def versioned_board() -> tuple[str, Board]:
+    """(board version, the board to show now), from the cache when no score changed since."""
     from leaderboard.intake import board_version
 
     version = board_version()
     cache = podium_state().board_cache
     hit = cache.get("board")
     if hit is not None and hit[0] == version:
-        return hit[1]
+        return hit
     board = compute_board(is_revealed())
     cache.put("board", (version, board))
-    return board
+    return version, board
+
+
+def current_board() -> Board:
+    return versioned_board()[1]
 
 
 def naive_board(revealed: bool = False) -> Board:

@@ -121,7 +121,8 @@ def test_login_upload_and_score_on_board(app, digits_solution):
     public = exact_score(digits_solution, PUBLIC, pred)
     assert f"{public:.4f}" in page and "first try" in page
     board = client.get("/").get_data(as_text=True)
-    row = re.search(r"<tr class=\"mine\">(.*?)</tr>", board, re.S).group(1)
+    assert "#team-owls { background" in board, "the team's own row is highlighted"
+    row = re.search(r"<tr id=\"team-owls\">(.*?)</tr>", board, re.S).group(1)
     assert "Owls" in row and f"{public:.4f}" in row
     assert re.search(r"\d\.\d{4} – \d\.\d{4}", row), "the 95 % interval is shown"
     data = client.get("/api/leaderboard").get_json()

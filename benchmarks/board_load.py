@@ -1,0 +1,262 @@
+"""Leaderboard under bounded load on 127.0.0.1: podium's board against the naive way, same run.
+
+    .venv/bin/python benchmarks/board_load.py [--teams 300] [--per-team 30] [--seconds 8]
+
+Seeds a real SQLite database with TEAMS x PER_TEAM scored submissions on the digits competition,
+then runs the app under waitress in a separate process twice:
+- podium: the board ranked in SQL (window functions), cached per board version;
+- naive: every submission loaded as an ORM object, ranked in Python and rendered on each request
+  (and, on each upload, the whole board recomputed the same way, as a naive app refreshing its
+  board after a new score).
+Against each it measures (a) GET / with CONCURRENCY keep-alive clients for at most SECONDS
+(requests/s, p50, p99), and (b) CSV upload + score through POST /api/submissions.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the server process -------------------------------------------------------------------------
+
+def serve(args) -> None:
+    import logging
+
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" under load is expected
+    from waitress import serve as waitress_serve
+
+    from leaderboard import create_app
+
+    app = create_app({"COMPETITION_DIR": args.competition, "INSTANCE_PATH": args.instance, "WORKER_TOKEN": "w"})
+    if args.mode == "naive":
+        import leaderboard.api
+        import leaderboard.board
+        from leaderboard.ranking import is_revealed, naive_board
+
+        # A fresh "version" each time: nothing cached, the board is loaded, ranked and rendered per request.
+        leaderboard.board.versioned_board = lambda: (str(time.perf_counter_ns()), naive_board(is_revealed()))
+        leaderboard.api.current_board = lambda: naive_board(is_revealed())
+        real_accept = leaderboard.api.accept
+
+        def accept_then_rebuild(team, upload):
+            submission = real_accept(team, upload)
+            naive_board(False)
+            return submission
+
+        leaderboard.api.accept = accept_then_rebuild
+    waitress_serve(app, host="127.0.0.1", port=args.port, threads=args.threads, ident="podium", _quiet=True)
+
+
+# --- seeding ------------------------------------------------------------------------------------
+
+def seed(competition_dir: Path, instance: Path, teams: int, per_team: int) -> list[str]:
+    """TEAMS teams with PER_TEAM scored submissions each (spread over past days); upload tokens."""
+    import sqlalchemy as sa
+    from tqdm import tqdm
+
+    from harness.competition import load_solution, load_competition
+    from harness.scoring import score_predictions
+    from leaderboard import create_app
+    from leaderboard.auth import create_team
+    from leaderboard.extensions import db
+    from leaderboard.models import Submission, Team
+
+    app = create_app({"COMPETITION_DIR": str(competition_dir), "INSTANCE_PATH": str(instance)})
+    competition = load_competition(competition_dir)
+    solution = load_solution(competition)
+    truth = np.where(solution.labels < 0, 0, solution.labels)
+    result = score_predictions(truth, solution, competition).to_dict()  # a realistic result_json
+    rng = np.random.default_rng(0)
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    with app.app_context():
+        team_rows = [{"name": f"team {i:03d}", "slug": f"team-{i:03d}", "token_hash": "!", "created_at": start}
+                     for i in range(teams)]
+        db.session.execute(sa.insert(Team), team_rows)
+        ids = list(db.session.scalars(sa.select(Team.id).order_by(Team.id)))
+        rows = []
+        for team_id in tqdm(ids, desc="seeding submissions", unit="team"):
+            for k in range(per_team):
+                pub = float(rng.uniform(0.5, 0.99))
+                rows.append({
+                    "team_id": team_id, "kind": "csv", "original_name": "sub.csv", "sha256": uuid.uuid4().hex * 2,
+                    "stored_path": f"seed/{team_id}-{k}.csv", "note": "", "status": "scored", "messages": [],
+                    "created_at": start + dt.timedelta(hours=k * 7 + team_id % 7), "late": False,
+                    "public_score": pub, "private_score": float(np.clip(pub + rng.normal(0, 0.02), 0, 1)),
+                    "public_ci_low": pub - 0.03, "public_ci_high": min(1.0, pub + 0.03), "result_json": result,
+                    "selected": False, "counts_toward_limit": True,
+                })
+        db.session.execute(sa.insert(Submission), rows)
+        db.session.commit()
+        tokens = [create_team(f"uploader {i}")[1] for i in range(4)]
+    return tokens
+
+
+# --- the load -----------------------------------------------------------------------------------
+
+def run_load(port: int, make_request, concurrency: int, seconds: float, max_requests: int) -> dict:
+    """``make_request(conn)`` -> status, repeated by CONCURRENCY keep-alive clients; latencies in s."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+    counter = iter(range(max_requests))
+
+    def client(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        mine = []
+        while time.perf_counter() < stop_at:
+            with lock:
+                if next(counter, None) is None:
+                    break
+            t0 = time.perf_counter()
+            status = make_request(conn, i)
+            mine.append(time.perf_counter() - t0)
+            if status >= 300:
+                errors.append(str(status))
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    lat = sorted(latencies)
+    return {
+        "requests": len(lat), "errors": len(errors), "seconds": wall, "rps": len(lat) / wall,
+        "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+    }
+
+
+def get_board(conn, _i) -> int:
+    conn.request("GET", "/")
+    response = conn.getresponse()
+    body = response.read()
+    assert b"team " in body
+    return response.status
+
+
+def upload_request(tokens: list[str], body: bytes):
+    boundary = "podiumbenchboundary"
+    payload = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"sub.csv\"\r\n"
+               f"Content-Type: text/csv\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
+
+    def post(conn, i) -> int:
+        conn.request("POST", "/api/submissions", body=payload, headers={
+            "Authorization": f"Bearer {tokens[i % len(tokens)]}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 201:
+            print("upload failed:", response.status, data[:200], file=sys.stderr)
+        return response.status
+
+    return post
+
+
+def wait_up(port: int, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/api/leaderboard")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("the server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd")
+    s = sub.add_parser("serve")
+    s.add_argument("--mode", choices=("podium", "naive"), required=True)
+    s.add_argument("--competition", required=True)
+    s.add_argument("--instance", required=True)
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--teams", type=int, default=300)
+    parser.add_argument("--per-team", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=4, help="waitress threads")
+    args = parser.parse_args()
+    if args.cmd == "serve":
+        serve(args)
+        return
+
+    from harness.build import build_competition
+    from harness.competition import load_solution
+
+    work = Path(tempfile.mkdtemp(prefix="podium-board-load-"))
+    try:
+        competition = build_competition("digits", work, name="digits", decoys=40, seed=7)
+        toml = competition.root / "competition.toml"
+        toml.write_text(toml.read_text().replace("daily_limit = 5", "daily_limit = 1000000"))
+        solution = load_solution(competition)
+        truth = np.where(solution.labels < 0, 0, solution.labels)
+        csv_body = ("id,label\n" + "".join(f"{i},{int(p)}\n" for i, p in zip(solution.ids, truth))).encode()
+        results = {}
+        for mode in ("podium", "naive"):
+            instance = work / f"instance-{mode}"
+            tokens = seed(competition.root, instance, args.teams, args.per_team)
+            port = free_port()
+            server = subprocess.Popen([sys.executable, __file__, "serve", "--mode", mode, "--competition",
+                                       str(competition.root), "--instance", str(instance), "--port", str(port),
+                                       "--threads", str(args.threads)])
+            try:
+                wait_up(port)
+                run_load(port, get_board, 1, 1.0, 20)  # warm up
+                board = run_load(port, get_board, args.concurrency, args.seconds, 20000)
+                uploads = run_load(port, upload_request(tokens, csv_body), args.concurrency, args.seconds, 2000)
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+            results[mode] = {"board": board, "upload": uploads}
+            print(f"{mode:>6}: board {board['rps']:7.1f} req/s  p50 {board['p50_ms']:6.1f} ms  "
+                  f"p99 {board['p99_ms']:6.1f} ms  ({board['requests']} requests, {board['errors']} errors) | "
+                  f"upload+score {uploads['rps']:6.1f}/s  p99 {uploads['p99_ms']:6.1f} ms "
+                  f"({uploads['requests']} uploads, {uploads['errors']} errors)", flush=True)
+        p, n = results["podium"], results["naive"]
+        print(f"\n{args.teams} teams x {args.per_team} submissions = {args.teams * args.per_team} in SQLite; "
+              f"waitress {args.threads} threads, {args.concurrency} keep-alive clients, {os.cpu_count()} CPUs")
+        print(f"board page:   podium {p['board']['rps']:.1f} req/s (p99 {p['board']['p99_ms']:.1f} ms) vs naive "
+              f"{n['board']['rps']:.1f} req/s (p99 {n['board']['p99_ms']:.1f} ms): "
+              f"{p['board']['rps'] / n['board']['rps']:.1f}x")
+        print(f"upload+score: podium {p['upload']['rps']:.1f}/s vs naive {n['upload']['rps']:.1f}/s: "
+              f"{p['upload']['rps'] / n['upload']['rps']:.1f}x")
+        print(json.dumps(results, indent=1))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
