@@ -44,7 +44,8 @@ def load_state_dict_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -
     path = Path(path)
     try:
         size = path.stat().st_size
-        head = path.open("rb").read(4)
+        with path.open("rb") as fh:
+            head = fh.read(4)
     except FileNotFoundError:
         raise CheckpointError(f"{path} does not exist.") from None
     if size > max_bytes:
