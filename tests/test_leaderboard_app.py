@@ -391,3 +391,35 @@ def test_sql_board_matches_the_naive_ranking(app, digits_solution, clock):
         assert len(fast.rows) >= 4
         assert [(r.team_id, r.submission_id, r.entries) for r in fast.rows] == [
             (r.team_id, r.submission_id, r.entries) for r in slow.rows]
+
+
+def test_checkpoint_upload_becomes_a_queued_job_not_scored_in_the_request(app):
+    from safetensors.numpy import save
+
+    from leaderboard.models import ScoringJob
+
+    _, token = add_team(app, "Owls")
+    data = save({"fc.weight": np.zeros((10, 4), dtype=np.float32)},
+                metadata={"library": "torchvision", "arch": "resnet18", "num_classes": "10"})
+    response = api_submit(app.test_client(), token, data, name="model.bin")
+    body = response.get_json()
+    assert response.status_code == 202 and body["status"] == "queued" and body["kind"] == "checkpoint"
+    with app.app_context():
+        job = db.session.scalars(sa.select(ScoringJob)).one()
+        sub = db.session.get(Submission, body["id"])
+        assert job.submission_id == sub.id and job.sha256 == sub.sha256 and job.status == "queued"
+        assert sub.stored_path.endswith(f"{sub.sha256}.safetensors"), "named by content, never by the upload"
+    assert app.test_client().get("/api/leaderboard").get_json()["rows"] == []
+
+
+def test_a_failure_on_our_side_is_a_json_error_without_traceback(tmp_path, competition, clock, digits_solution):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("the storage root cannot be created here")
+    app = make_app(tmp_path, competition, clock, STORAGE_ROOT=str(blocker / "submissions"))
+    _, token = add_team(app, "Owls")
+    response = api_submit(app.test_client(), token, csv_bytes(digits_solution, predictions_with(digits_solution, 0.9, 0.9)))
+    assert response.status_code == 500
+    assert response.get_json() == {"errors": ["Something went wrong on our side; it has been logged. Please try again."]}
+    assert "Traceback" not in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count(Submission.id))) == 0, "nothing half-written"

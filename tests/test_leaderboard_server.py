@@ -28,13 +28,22 @@ class LiveServer:
     def __init__(self, app, threads: int = 8):
         self.server = create_server(app, host="127.0.0.1", port=0, threads=threads)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except (OSError, ValueError):  # the loop's select() on a socket closed by __exit__
+            if not self.stopping.is_set():
+                raise
 
     def __enter__(self) -> "LiveServer":
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stopping.set()
         self.server.close()
         self.thread.join(timeout=10)
 
@@ -101,3 +110,38 @@ def test_cli_team_add_and_submit_against_a_real_server(instance, digits_solution
     with app.app_context():
         sub = db.session.scalars(sa.select(Submission).where(Submission.status == "scored")).one()
         assert sub.note == "from the CLI" and sub.history_csv.startswith("epoch,")
+
+
+def test_podium_serve_generates_tokens_and_serves(instance):
+    import socket
+    import time
+
+    competition, instance_dir = instance
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([*PODIUM, "serve", "--competition", str(competition), "--instance", str(instance_dir),
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None, "podium serve did not start"
+                time.sleep(0.3)
+        assert response.status_code == 200 and "Public leaderboard" in response.text
+        assert response.headers["Server"] == "podium"
+        admin_token = (instance_dir / "admin_token").read_text().strip()
+        worker_token = (instance_dir / "worker_token").read_text().strip()
+        assert len(admin_token) >= 40 and admin_token != worker_token
+        assert (instance_dir / "admin_token").stat().st_mode & 0o077 == 0
+        admin = requests.get(f"http://127.0.0.1:{port}/admin/", headers={"Authorization": f"Bearer {admin_token}"},
+                             timeout=5, allow_redirects=False)
+        assert admin.status_code == 200 and "Organizer" in admin.text
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=30)
+    assert f"organizer token: in {instance_dir.resolve() / 'admin_token'}" in output
+    assert admin_token not in output, "the token itself is never printed, only where it is"
