@@ -11,7 +11,7 @@ from leaderboard.intake import storage_path
 from leaderboard.models import Submission, Team
 from leaderboard.ranking import is_revealed, team_finals, versioned_board
 from leaderboard.state import current_competition, podium_state
-from leaderboard.views import line_chart, time_label
+from leaderboard.views import epoch_ticks, line_chart, time_label
 from leaderboard.visibility import visible_result
 
 bp = Blueprint("board", __name__)
@@ -71,10 +71,12 @@ def _history_view(submission: Submission):
     history = read_history(submission.history_csv.encode("utf-8"))
     epochs = [float(row["epoch"]) for row in history]
     col = history.column
+    ticks = epoch_ticks(epochs)
+    label = lambda x: f"epoch {x:g}"  # noqa: E731
     loss = line_chart([("train loss", list(zip(epochs, col("train_loss")))),
-                       ("val loss", list(zip(epochs, col("val_loss"))))], y_label=lambda y: f"{y:.3f}")
+                       ("val loss", list(zip(epochs, col("val_loss"))))], x_label=label, x_values=ticks)
     acc = line_chart([("train accuracy", list(zip(epochs, col("train_acc")))),
-                      ("val accuracy", list(zip(epochs, col("val_acc"))))], y_label=lambda y: f"{y:.3f}")
+                      ("val accuracy", list(zip(epochs, col("val_acc"))))], x_label=label, x_values=ticks)
     return {"loss": loss, "acc": acc, "diagnosis": diagnose(history), "epochs": len(history)}
 
 

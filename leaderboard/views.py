@@ -40,7 +40,7 @@ class Chart:
     bottom: int
     series: tuple[Series, ...]
     yticks: tuple[tuple[float, str], ...]
-    xticks: tuple[tuple[float, str], ...]
+    xticks: tuple[tuple[float, str, str], ...]  # (x, label, text-anchor)
 
 
 def _nice_range(lo: float, hi: float) -> tuple[float, float]:
@@ -55,14 +55,15 @@ def line_chart(
     series: list[tuple[str, list[tuple[float, float]]]],
     x_label=lambda x: f"{x:g}",
     y_label=lambda y: f"{y:.3f}",
-    width: int = 640,
-    height: int = 240,
+    width: int = 480,
+    height: int = 220,
+    x_values: list[float] | None = None,
 ) -> Chart | None:
     """Geometry for an SVG line chart of (x, y) series; None when there is nothing to draw."""
     points = [p for _, pts in series for p in pts if p[1] is not None and math.isfinite(p[1])]
     if not points:
         return None
-    left, right, top, bottom = 56, 12, 12, 28
+    left, right, top, bottom = 52, 10, 10, 26
     x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
     if x1 == x0:
         x0, x1 = x0 - 1, x1 + 1
@@ -78,8 +79,19 @@ def line_chart(
         marks = tuple((round(sx(x), 1), round(sy(y), 1), f"{name}: {y_label(y)} at {x_label(x)}") for x, y in pts)
         out.append(Series(name=name, color=COLORS[i % len(COLORS)], path=d, points=marks))
     yticks = tuple((round(sy(y0 + k * (y1 - y0) / 4), 1), y_label(y0 + k * (y1 - y0) / 4)) for k in range(5))
-    xticks = tuple((round(sx(x0 + k * (x1 - x0) / 3), 1), x_label(x0 + k * (x1 - x0) / 3)) for k in range(4))
+    ticks = x_values if x_values is not None else [x0 + k * (x1 - x0) / 2 for k in range(3)]
+    xticks = tuple(
+        (round(sx(x), 1), x_label(x), "start" if i == 0 and len(ticks) > 1 else ("end" if i == len(ticks) - 1 and len(ticks) > 1 else "middle"))
+        for i, x in enumerate(ticks)
+    )
     return Chart(width=width, height=height, left=left, bottom=bottom, series=tuple(out), yticks=yticks, xticks=xticks)
+
+
+def epoch_ticks(epochs: list[float]) -> list[float]:
+    """Whole epochs to label: all of them when few, else five spread over the run."""
+    if len(epochs) <= 10:
+        return list(epochs)
+    return sorted({round(epochs[0] + k * (epochs[-1] - epochs[0]) / 4) for k in range(5)})
 
 
 def time_label(ts: float) -> str:
