@@ -32,10 +32,11 @@ def _competition_option(f):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--threads", default=8, show_default=True, type=int, help="waitress worker threads.")
+@click.option("--secure-cookies", is_flag=True, help="Mark the session cookie Secure (set this when serving behind HTTPS).")
 @click.option("--admin-token", envvar="PODIUM_ADMIN_TOKEN", default=None, help="Organizer token (default: generated into the instance folder).")
 @click.option("--worker-token", envvar="PODIUM_WORKER_TOKEN", default=None, help="Scoring workers' token (default: generated into the instance folder).")
 def serve_command(competition: str, db: str | None, instance: str | None, host: str, port: int, threads: int,
-                  admin_token: str | None, worker_token: str | None) -> int:
+                  secure_cookies: bool, admin_token: str | None, worker_token: str | None) -> int:
     """Run the leaderboard under waitress (a production WSGI server)."""
     from waitress import serve
 
@@ -46,6 +47,7 @@ def serve_command(competition: str, db: str | None, instance: str | None, host: 
     instance_dir = Path(config["INSTANCE_PATH"]).resolve()
     config["ADMIN_TOKEN"] = admin_token or _instance_secret(instance_dir, "admin_token")
     config["WORKER_TOKEN"] = worker_token or _instance_secret(instance_dir, "worker_token")
+    config["SESSION_COOKIE_SECURE"] = secure_cookies
     app = create_app(config)
     if not admin_token:
         click.echo(f"organizer token: in {instance_dir / 'admin_token'} (log in at /admin/login)")

@@ -423,3 +423,31 @@ def test_a_failure_on_our_side_is_a_json_error_without_traceback(tmp_path, compe
     assert "Traceback" not in response.get_data(as_text=True)
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count(Submission.id))) == 0, "nothing half-written"
+
+
+def test_a_worker_result_recorded_outside_a_request_reaches_the_cached_board(app):
+    """The contract for the job queue: record_predictions + the caller's commit refreshes the board."""
+    from safetensors.numpy import save
+
+    from leaderboard.intake import record_predictions
+    from leaderboard.state import current_solution
+
+    _, token = add_team(app, "Owls")
+    client = app.test_client()
+    data = save({"w": np.zeros(3, dtype=np.float32)}, metadata={"library": "timm", "arch": "resnet18"})
+    sub_id = api_submit(client, token, data).get_json()["id"]
+    assert client.get("/api/leaderboard").get_json()["rows"] == [] and "Owls" not in client.get("/").get_data(as_text=True)
+    with app.app_context():
+        solution = current_solution()
+        pred = predictions_with(solution, 0.75, 0.5)
+        record_predictions(db.session.get(Submission, sub_id), pred)
+        db.session.commit()
+        public = round(exact_score(solution, PUBLIC, pred), 4)
+    assert client.get("/api/leaderboard").get_json()["rows"][0]["score"] == public
+    assert f"{public:.4f}" in client.get("/").get_data(as_text=True)
+    with app.app_context():  # predictions the harness refuses become the team's refusal
+        sub = db.session.get(Submission, sub_id)
+        record_predictions(sub, np.zeros(3, dtype=np.int64))
+        db.session.commit()
+        assert sub.status == "refused" and sub.counts_toward_limit and "expected 579 predictions" in sub.messages[0]
+    assert client.get("/api/leaderboard").get_json()["rows"] == []
