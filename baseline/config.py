@@ -1,0 +1,120 @@
+"""The baseline's settings: one dataclass, two presets, overrides from the command line.
+
+``cifar10`` is the course seed's recipe exactly (seed 002 §4.10): torchvision resnet50 with
+IMAGENET1K_V1 weights, the last layer replaced for 10 classes, SGD lr 1e-3 (momentum 0: the seed
+says SGD and nothing more), batch 128, 3 epochs, images resized to 224, random crop, horizontal
+flip, ImageNet normalization. The crop's padding is not in the seed; 28 at 224 px is the classic
+CIFAR pad-4 crop at the 7x scale.
+
+``demo`` trains a small model on the digits competition on a CPU in about a minute; it uses
+momentum and a higher learning rate so that it really learns in a few epochs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from harness.errors import PodiumError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DATA_PATHS = ("fast", "reference")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    preset: str = "cifar10"
+    arch: str = "resnet50"
+    weights: str = "IMAGENET1K_V1"  # a torchvision weights name for ``arch``, or "none"
+    epochs: int = 3
+    batch_size: int = 128  # the global batch: split across processes under torchrun
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    seed: int = 42
+    image_size: int = 224
+    crop_padding: int = 28
+    hflip: float = 0.5
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    val_fraction: float = 0.1
+    device: str = "auto"
+    deterministic: bool = False
+    compile: bool = False
+    data_path: str = "fast"
+    amp: bool = True  # bf16 autocast and channels_last, on CUDA only
+    workers: int = 4  # DataLoader workers of the reference path
+    eval_batch_size: int = 512
+    threads: int = 0  # CPU threads for torch (0: torch's default, one per core)
+    progress: bool = True
+    extra: dict = field(default_factory=dict, compare=False)  # free-form notes saved with the run
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return data
+
+
+PRESETS: dict[str, BaselineConfig] = {
+    "cifar10": BaselineConfig(),
+    "demo": BaselineConfig(
+        preset="demo",
+        arch="resnet18",
+        weights="none",
+        epochs=8,
+        batch_size=64,
+        lr=0.02,
+        momentum=0.9,
+        weight_decay=5e-4,
+        image_size=32,
+        crop_padding=4,
+        hflip=0.0,  # mirrored digits are other symbols
+        device="cpu",
+        workers=0,
+        eval_batch_size=256,
+        # One thread: on a shared 2-core machine two OpenMP threads ran up to 10x slower than one.
+        threads=1,
+    ),
+}
+
+
+def resolve_config(preset: str, **overrides) -> BaselineConfig:
+    """The preset with every override that is not None applied, checked."""
+    if preset not in PRESETS:
+        raise PodiumError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(changes) - {f.name for f in dataclasses.fields(BaselineConfig)}
+    if unknown:
+        raise PodiumError(f"Unknown baseline setting(s): {', '.join(sorted(unknown))}.")
+    config = dataclasses.replace(PRESETS[preset], **changes)
+    check_config(config)
+    return config
+
+
+def check_config(c: BaselineConfig) -> None:
+    problems = []
+    if c.epochs < 1:
+        problems.append(f"--epochs must be at least 1, got {c.epochs}.")
+    if c.batch_size < 2:
+        problems.append(f"--batch-size must be at least 2, got {c.batch_size}.")
+    if c.lr <= 0:
+        problems.append(f"--lr must be positive, got {c.lr}.")
+    if c.momentum < 0 or c.weight_decay < 0:
+        problems.append("--momentum and --weight-decay cannot be negative.")
+    if c.image_size < 8:
+        problems.append(f"--image-size must be at least 8 pixels, got {c.image_size}.")
+    if not 0 <= c.crop_padding <= c.image_size:
+        problems.append(f"--crop-padding must be between 0 and the image size, got {c.crop_padding}.")
+    if not 0.0 <= c.val_fraction < 1.0:
+        problems.append(f"--val-fraction must be in [0, 1), got {c.val_fraction}.")
+    if not 0.0 <= c.hflip <= 1.0:
+        problems.append(f"hflip must be a probability, got {c.hflip}.")
+    if c.data_path not in DATA_PATHS:
+        problems.append(f"--data-path must be one of {', '.join(DATA_PATHS)}, got {c.data_path!r}.")
+    if c.device not in DEVICES and not c.device.startswith("cuda:"):
+        problems.append(f"--device must be one of {', '.join(DEVICES)} (or cuda:N), got {c.device!r}.")
+    if c.workers < 0 or c.threads < 0:
+        problems.append("--workers and --threads cannot be negative.")
+    if problems:
+        raise PodiumError(problems)

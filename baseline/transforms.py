@@ -1,0 +1,137 @@
+"""The seed's transforms, twice: per image (torchvision ``transforms.v2``) and per batch on the device.
+
+Order. Seed 002 §4.10 says "first divide by 255 to get the range 0-1" and then lists, for
+training, Resize(224x224) & RandomCrop -> HorizontalFlip(p=0.5) -> float32 -> Normalize, and for
+evaluation Resize(224x224) -> float32 -> Normalize. We take "first" literally: the uint8 image is
+turned into float32 in [0, 1] before anything else, so the resize is a float bilinear resize with
+antialiasing (no rounding back to uint8 in between), and the later "float32" step is already
+done. Both paths below compute exactly that, in that order:
+
+    uint8 -> float32 / 255 -> Resize(S, bilinear, antialias) -> pad p (zeros) -> crop S at (top, left)
+          -> flip if chosen -> Normalize(mean, std)
+
+``RandomCrop(S, padding=p)`` is "pad p on every side with zeros, then crop S at a uniform offset
+in [0, 2p]"; ``RandomHorizontalFlip(0.5)`` flips with probability 0.5. The random choices are drawn
+once per epoch for every training image (``draw_augmentation``) and handed to both paths, which is
+what makes them comparable, and makes the run independent of the number of DataLoader workers or
+processes. ``seed_train_transform`` is the seed's own ``v2.Compose`` with the random classes; a test
+checks that its outputs are among the outputs of ``reference_train_image``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    size: int
+    padding: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    hflip: float = 0.5
+
+    @classmethod
+    def from_config(cls, config) -> "TransformSpec":
+        return cls(config.image_size, config.crop_padding, tuple(config.mean), tuple(config.std), config.hflip)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One epoch's random choices, one per training image (indexed by image, not by position)."""
+
+    top: np.ndarray  # int64 [N], in [0, 2 * padding]
+    left: np.ndarray  # int64 [N]
+    flip: np.ndarray  # bool [N]
+
+
+def draw_augmentation(n: int, spec: TransformSpec, rng: np.random.Generator) -> Augmentation:
+    span = 2 * spec.padding + 1
+    return Augmentation(
+        top=rng.integers(0, span, n, dtype=np.int64),
+        left=rng.integers(0, span, n, dtype=np.int64),
+        flip=rng.random(n) < spec.hflip,
+    )
+
+
+# ---------------------------------------------------------------- reference: one image at a time
+
+
+def seed_train_transform(spec: TransformSpec) -> v2.Compose:
+    """The seed's training transform with torchvision's own random classes (for a CHW uint8 tensor)."""
+    return v2.Compose(
+        [
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Resize((spec.size, spec.size), antialias=True),
+            v2.RandomCrop(spec.size, padding=spec.padding),
+            v2.RandomHorizontalFlip(spec.hflip),
+            v2.Normalize(list(spec.mean), list(spec.std)),
+        ]
+    )
+
+
+def reference_train_image(image: torch.Tensor, top: int, left: int, flip: bool, spec: TransformSpec) -> torch.Tensor:
+    """One CHW uint8 image through the seed's training transform, with the given random choices."""
+    x = F.to_dtype(image, torch.float32, scale=True)
+    x = F.resize(x, [spec.size, spec.size], antialias=True)
+    if spec.padding:
+        x = F.pad(x, [spec.padding], fill=0)
+    x = F.crop(x, int(top), int(left), spec.size, spec.size)
+    if flip:
+        x = F.horizontal_flip(x)
+    return F.normalize(x, list(spec.mean), list(spec.std))
+
+
+def reference_eval_image(image: torch.Tensor, spec: TransformSpec) -> torch.Tensor:
+    """One CHW uint8 image through the seed's evaluation transform."""
+    x = F.to_dtype(image, torch.float32, scale=True)
+    x = F.resize(x, [spec.size, spec.size], antialias=True)
+    return F.normalize(x, list(spec.mean), list(spec.std))
+
+
+# ---------------------------------------------------------------- fast: a whole batch on the device
+
+
+def _scale_and_resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    x = images.to(torch.float32).div_(255.0)
+    if x.shape[-2:] != (size, size):  # v2's resize returns the image untouched at its own size too
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
+def _normalize(x: torch.Tensor, spec: TransformSpec) -> torch.Tensor:
+    mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+def fast_train_batch(
+    images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor, spec: TransformSpec
+) -> torch.Tensor:
+    """NCHW uint8 images (on any device) -> the normalized training batch, channels_last.
+
+    Crop and flip are one gather: row ``top + i`` and column ``left + j`` (or ``left + S-1-j`` when
+    flipped) of the zero-padded, resized batch.
+    """
+    s, p = spec.size, spec.padding
+    x = _scale_and_resize(images, s)
+    if p:
+        x = torch.nn.functional.pad(x, (p, p, p, p))
+    b = x.shape[0]
+    steps = torch.arange(s, device=x.device)
+    rows = top.to(x.device).view(b, 1) + steps  # [B, S]
+    flip = flip.to(x.device).view(b, 1)
+    cols = left.to(x.device).view(b, 1) + torch.where(flip, s - 1 - steps, steps)  # [B, S]
+    batch = torch.arange(b, device=x.device).view(b, 1, 1)
+    out = x[batch, :, rows.view(b, s, 1), cols.view(b, 1, s)]  # [B, S, S, C]
+    out = out.permute(0, 3, 1, 2)  # NCHW view of NHWC memory: channels_last
+    return _normalize(out, spec)
+
+
+def fast_eval_batch(images: torch.Tensor, spec: TransformSpec, channels_last: bool = True) -> torch.Tensor:
+    x = _normalize(_scale_and_resize(images, spec.size), spec)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
