@@ -63,7 +63,7 @@ def create_submission():
         return _errors(400, ["Send the submission as multipart/form-data with the field 'file'."])
     history = request.files.get("history")
     try:
-        sub = accept(team, Upload(filename=file.filename or "", data=file.read(), note=request.form.get("note", ""),
+        sub = accept(team, Upload(filename=file.filename or "", data=file.stream, note=request.form.get("note", ""),
                                   history=history.read() if history is not None else None))
     except LimitReached as exc:
         return _errors(429, exc.messages)

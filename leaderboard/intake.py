@@ -6,12 +6,15 @@ submission and bump the board version in the current transaction; the caller com
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import io
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import sqlalchemy as sa
@@ -94,19 +97,60 @@ def used_today(team_id: int, when: dt.datetime) -> int:
     ) or 0
 
 
-def store_file(team: Team, data: bytes, kind: str) -> tuple[str, str]:
-    """Write ``data`` content-addressed as ``<team-slug>/<sha256>.<ext>``; (sha256, relative path)."""
-    sha = hashlib.sha256(data).hexdigest()
-    ext = "csv" if kind == "csv" else "safetensors"
-    relative = f"{team.slug}/{sha}.{ext}"
-    target = podium_state().storage_root / relative
-    if not target.exists():
+COPY_CHUNK = 1024 * 1024
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    kind: str  # "csv" | "checkpoint"
+    sha256: str
+    relative: str  # <team-slug>/<sha256>.<ext>, under the storage root
+    size: int
+
+
+def store_file(team: Team, stream: BinaryIO, competition) -> StoredFile:
+    """Copy an upload to ``<team-slug>/<sha256>.<ext>``, hashing and size-checking as it streams.
+
+    The kind is decided from the first bytes; a file over its kind's limit is refused before it
+    is all read, and nothing of it is kept. A checkpoint never sits in memory whole.
+    """
+    head = stream.read(64)
+    kind = file_kind(head)
+    limit = competition.limits.max_csv_bytes if kind == "csv" else competition.limits.max_checkpoint_bytes
+    root = podium_state().storage_root
+    incoming = root / ".incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    fd, tmp = tempfile.mkstemp(dir=incoming, prefix="upload-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            chunk = head
+            while chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise SubmissionError(
+                        f"The file is larger than {_size(limit)}, the limit for a {kind} submission."
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+                chunk = stream.read(COPY_CHUNK)
+        if size == 0:
+            raise SubmissionError("The file is empty; choose your predictions CSV or model checkpoint.")
+        sha = digest.hexdigest()
+        relative = f"{team.slug}/{sha}.{'csv' if kind == 'csv' else 'safetensors'}"
+        target = root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    return sha, relative
+        os.replace(tmp, target)  # same content, same name: replacing is harmless
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return StoredFile(kind=kind, sha256=sha, relative=relative, size=size)
 
 
 def check_history(data: bytes | None) -> str | None:
@@ -121,9 +165,12 @@ def check_history(data: bytes | None) -> str | None:
 @dataclass(frozen=True)
 class Upload:
     filename: str
-    data: bytes
+    data: bytes | BinaryIO  # the file's bytes, or a stream positioned at its start
     note: str = ""
     history: bytes | None = None
+
+    def stream(self) -> BinaryIO:
+        return io.BytesIO(self.data) if isinstance(self.data, (bytes, bytearray)) else self.data
 
 
 def _begin_write(team_id: int) -> None:
@@ -138,47 +185,43 @@ def _begin_write(team_id: int) -> None:
         db.session.execute(sa.select(Team.id).where(Team.id == team_id).with_for_update())
 
 
+def _check_limit(team_id: int, when: dt.datetime, daily_limit: int) -> None:
+    if used_today(team_id, when) >= daily_limit:
+        raise LimitReached(
+            f"Your team has used its {daily_limit} submissions for today (UTC). The count resets at 00:00 UTC."
+        )
+
+
 def accept(team: Team, upload: Upload) -> Submission:
     """Take one submission from ``team``: refused CSVs are kept (and count), as on Kaggle.
 
-    Raises ``LimitReached`` (nothing stored) when the team has no submission left today, and
+    Raises ``LimitReached`` when the team has no submission left today (checked before the file is
+    stored, and again, authoritatively, under the write lock), and
     ``SubmissionError`` for a file that cannot be a submission at all (an oversized file, a bad
     history attachment); returns the submission otherwise, scored, refused or queued.
     """
     competition = current_competition()
-    kind = file_kind(upload.data[:64])
-    limit = competition.limits.max_csv_bytes if kind == "csv" else competition.limits.max_checkpoint_bytes
-    if len(upload.data) > limit:
-        raise SubmissionError(
-            f"The file is {len(upload.data) / 2**20:.1f} MiB; the limit for a {kind} submission is "
-            f"{limit / 2**20:.0f} MiB."
-        )
-    if not upload.data:
-        raise SubmissionError("The file is empty; choose your predictions CSV or model checkpoint.")
     history = check_history(upload.history)
     team_id = team.id
-    sha, relative = store_file(team, upload.data, kind)
+    _check_limit(team_id, now(), competition.daily_limit)  # cheap early answer; no file kept for nothing
+    stored = store_file(team, upload.stream(), competition)
     predictions, messages = None, None
-    if kind == "csv":  # parse before taking the write lock: the lock is held only to count and insert
+    if stored.kind == "csv":  # parse before taking the write lock: the lock is held only to count and insert
+        data = (podium_state().storage_root / stored.relative).read_bytes()
         try:
-            predictions = parse_csv_submission(upload.data, current_solution(), competition.classes)
+            predictions = parse_csv_submission(data, current_solution(), competition.classes)
         except SubmissionError as exc:
             messages = exc.messages
     when = now()
     _begin_write(team_id)
     try:
-        used = used_today(team_id, when)
-        if used >= competition.daily_limit:
-            raise LimitReached(
-                f"Your team has used its {competition.daily_limit} submissions for today (UTC). "
-                f"The count resets at 00:00 UTC."
-            )
+        _check_limit(team_id, when, competition.daily_limit)
         submission = Submission(
             team_id=team_id,
-            kind=kind,
+            kind=stored.kind,
             original_name=os.path.basename(upload.filename or "")[:255],
-            sha256=sha,
-            stored_path=relative,
+            sha256=stored.sha256,
+            stored_path=stored.relative,
             note=(upload.note or "").strip()[:MAX_NOTE_CHARS],
             history_csv=history,
             status="queued",
@@ -189,7 +232,7 @@ def accept(team: Team, upload: Upload) -> Submission:
         )
         db.session.add(submission)
         db.session.flush()
-        if kind == "csv":
+        if stored.kind == "csv":
             if messages is not None:
                 record_refusal(submission, messages, ours=False)
             else:

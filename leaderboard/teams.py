@@ -55,7 +55,7 @@ def upload():
         else:
             try:
                 submission = accept(team, Upload(
-                    filename=file.filename, data=file.read(), note=request.form.get("note", ""),
+                    filename=file.filename, data=file.stream, note=request.form.get("note", ""),
                     history=history.read() if history is not None and history.filename else None,
                 ))
             except LimitReached as exc:

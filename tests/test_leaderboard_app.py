@@ -451,3 +451,19 @@ def test_a_worker_result_recorded_outside_a_request_reaches_the_cached_board(app
         db.session.commit()
         assert sub.status == "refused" and sub.counts_toward_limit and "expected 579 predictions" in sub.messages[0]
     assert client.get("/api/leaderboard").get_json()["rows"] == []
+
+
+def test_oversized_file_is_refused_while_streaming_and_not_kept(tmp_path, competition, clock, digits_solution):
+    root = tmp_path / "small"
+    shutil.copytree(competition.root, root)
+    toml = root / "competition.toml"
+    toml.write_text(toml.read_text().replace("max_csv_mb = 20", "max_csv_mb = 0.004"))  # 4 KiB
+    app = make_app(tmp_path, load_competition(root), clock)
+    _, token = add_team(app, "Owls")
+    response = api_submit(app.test_client(), token, csv_bytes(digits_solution, predictions_with(digits_solution, 1, 1)))
+    assert response.status_code == 422
+    assert response.get_json()["errors"] == ["The file is larger than 4 KiB, the limit for a csv submission."]
+    storage = tmp_path / "instance" / "submissions"
+    assert [p for p in storage.rglob("*") if p.is_file()] == [], "nothing of a refused oversized file is kept"
+    assert api_submit(app.test_client(), token, b"").get_json()["errors"] == [
+        "The file is empty; choose your predictions CSV or model checkpoint."]
