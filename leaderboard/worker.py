@@ -177,6 +177,7 @@ class Worker:
     device: str | None = None
     poll: float = 2.0
     pause_after_claim: float = 0.0
+    _test_images: tuple | None = field(default=None, repr=False)
 
     def test_data(self, job: dict) -> Path:
         """The competition directory (competition.toml + public/test.npz) for this job's version."""
@@ -195,11 +196,15 @@ class Worker:
         return directory
 
     def predict(self, checkpoint: Path, competition_dir: Path) -> list[int]:
-        from harness.checkpoint import predict_checkpoint  # torch: imported only to run a job
-        from harness.competition import load_competition
+        """Run the checkpoint on the cached test images (in ``harness.checkpoint``'s isolated child)."""
+        from harness.checkpoint import predict_images  # torch: imported only to run a job
+        from harness.competition import load_competition, load_test
 
-        competition = load_competition(competition_dir)
-        return [int(v) for v in predict_checkpoint(checkpoint, competition, device=self.device)]
+        if self._test_images is None or self._test_images[0] != competition_dir:
+            competition = load_competition(competition_dir)
+            self._test_images = (competition_dir, competition, load_test(competition)[0])
+        _, competition, images = self._test_images
+        return [int(v) for v in predict_images(checkpoint, images, competition, device=self.device)]
 
     def run_job(self, job: dict) -> str:
         """Run one claimed job to its posted result; returns a word for the log line."""
@@ -243,7 +248,9 @@ class Worker:
         )
         return True
 
-    def run_forever(self, once: bool = False, stop: threading.Event | None = None) -> int:
+    def run_forever(self, once: bool = False, drain: bool = False, stop: threading.Event | None = None) -> int:
+        """Claim and run jobs until stopped; ``once``: at most one job; ``drain``: until the queue is
+        empty. Returns the exit code."""
         stop = stop or threading.Event()
         backoff = Backoff(cap=max(self.poll, 60.0))
         while not stop.is_set():
@@ -255,17 +262,17 @@ class Worker:
                     log.error("the server refused this worker: %s", exc)
                     return 2
                 log.warning("the server refused a request: %s", exc)
-                if once:
+                if once or drain:
                     return 1
                 stop.wait(self.poll)
                 continue
             except (ConnectionError, requests.RequestException) as exc:
                 log.warning("server unreachable (%s)", exc)
-                if once:
+                if once or drain:
                     return 1
                 backoff.wait()
                 continue
-            if once:
+            if once or (drain and not worked):
                 return 0
             if not worked:
                 stop.wait(self.poll)
@@ -281,10 +288,11 @@ def default_name() -> str:
 @click.option("--token", envvar="PODIUM_WORKER_TOKEN", required=True, help="The workers' token (or $PODIUM_WORKER_TOKEN).")
 @click.option("--device", default=None, help="Where models run: cpu, cuda, cuda:1 (default: cuda when available).")
 @click.option("--once", is_flag=True, help="Run at most one job, then exit (0 also when the queue was empty).")
+@click.option("--drain", is_flag=True, help="Run jobs until the queue is empty, then exit.")
 @click.option("--poll", default=2.0, show_default=True, type=float, help="Seconds between claims while the queue is empty.")
 @click.option("--name", default=None, help="This worker's name in the admin page (default: host-pid).")
 @click.option("--cache", "cache", default=None, type=click.Path(file_okay=False, path_type=Path), help="Where test data is cached (default: a temporary folder).")
-def worker_command(server: str, token: str, device: str | None, once: bool, poll: float, name: str | None, cache: Path | None) -> int:
+def worker_command(server: str, token: str, device: str | None, once: bool, drain: bool, poll: float, name: str | None, cache: Path | None) -> int:
     """Claim checkpoint jobs from a leaderboard server, run them, and post the predictions."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
@@ -301,7 +309,7 @@ def worker_command(server: str, token: str, device: str | None, once: bool, poll
         )
         log.info("worker %s serving %s (device %s)", worker.name, server, device or "auto")
         try:
-            return worker.run_forever(once=once)
+            return worker.run_forever(once=once, drain=drain)
         except KeyboardInterrupt:
             log.info("worker %s stopped", worker.name)
             return 130
