@@ -467,3 +467,17 @@ def test_oversized_file_is_refused_while_streaming_and_not_kept(tmp_path, compet
     assert [p for p in storage.rglob("*") if p.is_file()] == [], "nothing of a refused oversized file is kept"
     assert api_submit(app.test_client(), token, b"").get_json()["errors"] == [
         "The file is empty; choose your predictions CSV or model checkpoint."]
+
+
+def test_admin_sees_queued_jobs_and_the_workers_holding_them(app):
+    from safetensors.numpy import save
+
+    _, token = add_team(app, "Owls")
+    client = app.test_client()
+    api_submit(client, token, save({"w": np.zeros(3, dtype=np.float32)}), name="model.safetensors")
+    claim = client.post("/api/jobs/claim", json={"worker": "gpu-box-7"}, headers={"Authorization": f"Bearer {WORKER}"})
+    assert claim.status_code == 200
+    page = client.get("/admin/", headers={"Authorization": f"Bearer {ADMIN}"}).get_data(as_text=True)
+    assert "running: 1" in page
+    assert re.search(r"<td>gpu-box-7</td><td class=\"num\">1</td><td class=\"when\">\d{4}-\d\d-\d\d \d\d:\d\d UTC</td>", page)
+    assert client.get("/admin/").status_code == 302, "no organizer token, no admin page"
