@@ -9,7 +9,7 @@ import unicodedata
 from typing import Callable
 
 import sqlalchemy as sa
-from flask import abort, current_app, g, jsonify, redirect, request, session, url_for
+from flask import current_app, g, jsonify, redirect, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from leaderboard.extensions import db
@@ -185,8 +185,3 @@ def admin_required(view: Callable) -> Callable:
         return view(*args, **kwargs)
 
     return wrapped
-
-
-def forbid_unless(condition: bool) -> None:
-    if not condition:
-        abort(404)

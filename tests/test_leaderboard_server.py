@@ -5,9 +5,6 @@ import shutil
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
-import numpy as np
 import pytest
 import requests
 import sqlalchemy as sa
