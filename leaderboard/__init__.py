@@ -14,6 +14,7 @@ from leaderboard.state import PodiumState, current_competition, current_solution
 __all__ = ["create_app", "current_competition", "current_solution", "now"]
 
 DEFAULT_MAX_CONTENT_LENGTH = 640 * 1024 * 1024
+UPLOAD_OVERHEAD = 2 * 1024 * 1024  # the history attachment (at most 1 MiB), the note, multipart framing
 
 
 def _instance_secret(instance: Path, name: str, nbytes: int = 32) -> str:
@@ -75,6 +76,9 @@ def create_app(config: dict | None = None) -> Flask:
         app.config["SECRET_KEY"] = _instance_secret(instance_dir, "secret_key")
 
     competition = load_competition(app.config["COMPETITION_DIR"])
+    if "MAX_CONTENT_LENGTH" not in config:  # the largest submission the competition allows, plus the form
+        limits = competition.limits
+        app.config["MAX_CONTENT_LENGTH"] = max(limits.max_csv_bytes, limits.max_checkpoint_bytes) + UPLOAD_OVERHEAD
     app.extensions["podium"] = PodiumState(
         competition=competition,
         solution=load_solution(competition),
