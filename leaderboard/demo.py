@@ -76,7 +76,7 @@ def demo_teams(layout: DemoLayout) -> list[DemoTeam]:
         ),
         DemoTeam(
             "Early Stoppers",
-            ((str(weak / "predictions.csv"), str(weak / "history.csv"), "the baseline stopped after two epochs"),),
+            ((str(weak / "predictions.csv"), str(weak / "history.csv"), "the baseline, stopped early"),),
         ),
         DemoTeam(
             "Sample Submitters",
@@ -261,14 +261,14 @@ def board_lines(app) -> list[str]:
     ]
 
 
-def run_demo(root: Path, host: str, port: int, epochs: int | None, serve: bool) -> int:
+def run_demo(root: Path, host: str, port: int, epochs: int | None, serve: bool, weak_epochs: int = 2) -> int:
     from leaderboard import create_app
 
     layout = DemoLayout(root.resolve())
     layout.root.mkdir(parents=True, exist_ok=True)
     ensure_competition(layout)
     ensure_run(layout, "baseline", [] if epochs is None else ["--epochs", str(epochs)])
-    ensure_run(layout, "weak", ["--epochs", "2", "--seed", "7"])
+    ensure_run(layout, "weak", ["--epochs", str(weak_epochs), "--seed", "7"])
 
     secrets_ = DemoSecrets.load(layout.secrets_file)
     app = create_app(
@@ -336,7 +336,8 @@ def run_demo(root: Path, host: str, port: int, epochs: int | None, serve: bool) 
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
 @click.option("--port", default=5000, show_default=True, type=int, help="Port to serve on (0: any free port).")
 @click.option("--epochs", default=None, type=int, help="Baseline epochs (default: the demo preset's).")
+@click.option("--weak-epochs", default=2, show_default=True, type=int, help="Epochs of the weaker model.")
 @click.option("--no-serve", is_flag=True, help="Build, train, submit and score, then exit instead of serving.")
-def demo_command(root: Path, host: str, port: int, epochs: int | None, no_serve: bool) -> int:
+def demo_command(root: Path, host: str, port: int, epochs: int | None, weak_epochs: int, no_serve: bool) -> int:
     """Build, train, submit and serve a living demo board."""
-    return run_demo(root, host, port, epochs, serve=not no_serve)
+    return run_demo(root, host, port, epochs, serve=not no_serve, weak_epochs=weak_epochs)
