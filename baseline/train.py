@@ -45,6 +45,7 @@ class RunResult:
     test_ids: np.ndarray
     seconds: float
     device: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
     model: nn.Module | None = None  # the trained model (unwrapped from DDP and torch.compile)
 
 
@@ -239,6 +240,15 @@ def _train(config: BaselineConfig, competition: Competition, d: Dist, device: to
         test_ids=test_ids,
         seconds=time.perf_counter() - started,
         device=describe_device(device, d),
+        data={
+            "train_images": len(train_idx),
+            "val_images": len(val_idx),
+            "test_images": len(test_ids),
+            "global_batch": config.batch_size,
+            "world_size": d.world_size,
+            "steps_per_epoch": len(global_batches(len(train_idx), config.batch_size, d.world_size)),
+            "data_path": config.data_path,
+        },
         model=base,
     )
     return result
