@@ -135,7 +135,7 @@ def test_ddp_two_processes_on_cpu(tiny_run, digits_competition, tmp_path):
     report = check_run_directory(out, digits_competition, epochs=2)
     single = json.loads((tiny_run / "report.json").read_text())
     assert report["device"]["world_size"] == 2 and single["device"]["world_size"] == 1
-    assert report["data"]["global_batch"] == single["data"]["global_batch"] == 128
+    assert report["data"]["global_batch"] == single["data"]["global_batch"] == 64
     assert report["data"]["steps_per_epoch"] == single["data"]["steps_per_epoch"]
     assert report["data"]["train_images"] == single["data"]["train_images"]
     assert report["validation"]["n"] == single["validation"]["n"]
