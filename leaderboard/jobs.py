@@ -77,12 +77,21 @@ def max_attempts() -> int:
     return int(current_app.config.get("JOB_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
 
 
-def lease_key(job_id: int, attempt: int, worker_name: str) -> str:
-    """The unforgeable name of one lease: HMAC(secret, job id, attempt, worker name)."""
+def lease_key(job_id: int, attempt: int, worker_name: str, queued_at: dt.datetime) -> str:
+    """The unforgeable name of one lease: HMAC(secret, job id, queued at, attempt, worker name).
+
+    ``queued_at`` (the job's ``created_at``, renewed by an organizer's rescore) keeps the keys of
+    a rescored job's claims distinct from the keys of its earlier round, whose attempts restart.
+    """
     secret = current_app.config["SECRET_KEY"]
     secret = secret.encode() if isinstance(secret, str) else bytes(secret)
-    message = f"podium-lease:{job_id}:{attempt}:{worker_name}".encode()
+    message = f"podium-lease:{job_id}:{queued_at.isoformat()}:{attempt}:{worker_name}".encode()
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def job_lease_key(job: ScoringJob) -> str:
+    """The key of the job's current lease (meaningful while it is running)."""
+    return lease_key(job.id, job.attempts, job.worker_name or "", job.created_at)
 
 
 def enqueue(submission: Submission, scorer_version: str = SCORER_VERSION) -> ScoringJob:
@@ -237,7 +246,7 @@ def claim(worker_name: str, candidates: int = 8) -> Claim | None:
             submission_id=job.submission_id,
             sha256=job.sha256,
             attempt=job.attempts,
-            lease_key=lease_key(job.id, job.attempts, worker_name),
+            lease_key=job_lease_key(job),
             lease_seconds=seconds,
             lease_expires_at=now + dt.timedelta(seconds=seconds),
         )
@@ -253,7 +262,7 @@ def holds_lease(job: ScoringJob, key: str, now: dt.datetime | None = None) -> bo
     expires = job.lease_expires_at
     if expires is None or expires < now:
         return False
-    return hmac.compare_digest(lease_key(job.id, job.attempts, job.worker_name), key)
+    return hmac.compare_digest(job_lease_key(job), key)
 
 
 def _lease_conditions(job: ScoringJob, now: dt.datetime) -> list:
@@ -353,16 +362,19 @@ def fail(job_id: int, key: str, error: str) -> Outcome:
 
 
 def requeue(submission: Submission, scorer_version: str = SCORER_VERSION) -> ScoringJob:
-    """An organizer's rescore: the submission's job for this scorer version back in the queue, with
-    its attempts reset. The caller commits."""
+    """An organizer's rescore: the submission's job for this scorer version back at the end of the
+    queue, with a fresh attempt budget (a new ``created_at``, so no lease key of its earlier round
+    is valid again). A job still queued or running is left alone. The caller commits."""
     job = enqueue(submission, scorer_version)
     if job.status in ("failed", "done"):
+        now = utcnow()
         job.status = "queued"
         job.attempts = 0
         job.worker_name = None
         job.lease_expires_at = None
         job.last_error = None
-        job.updated_at = utcnow()
+        job.created_at = max(now, job.created_at + dt.timedelta(microseconds=1))
+        job.updated_at = now
         submission.status = "queued"
     return job
 

@@ -120,10 +120,9 @@ class JobClient:
         return None if response.status_code == 204 else response.json()
 
     def download(self, path: str, dest: Path, lease: str | None = None) -> Path:
-        response = self.request("GET", path, lease=lease, stream=True)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_suffix(dest.suffix + ".part")
-        with open(tmp, "wb") as fh:
+        with self.request("GET", path, lease=lease, stream=True) as response, open(tmp, "wb") as fh:
             for chunk in response.iter_content(1 << 20):
                 fh.write(chunk)
         os.replace(tmp, dest)

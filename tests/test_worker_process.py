@@ -8,6 +8,7 @@ between the worker's predictions and the solution rows would change the score.
 from __future__ import annotations
 
 import os
+import socket
 import signal
 import subprocess
 import threading
@@ -37,9 +38,9 @@ WORKER_TIMEOUT_S = 240
 class LiveServer:
     """waitress serving ``app`` on an ephemeral 127.0.0.1 port, in a thread of this process."""
 
-    def __init__(self, app):
+    def __init__(self, app, port: int = 0):
         self.app = app
-        self.server = create_server(app, host="127.0.0.1", port=0, threads=6)
+        self.server = create_server(app, host="127.0.0.1", port=port, threads=6)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -103,9 +104,8 @@ def ridge_csv(tmp_path_factory, ridge_checkpoint, digits_competition, digits_sol
     return path
 
 
-@pytest.fixture
-def live(tmp_path, digits_competition):
-    app = create_app(
+def make_app(tmp_path, digits_competition):
+    return create_app(
         {
             "COMPETITION_DIR": str(digits_competition.root),
             "INSTANCE_PATH": str(tmp_path / "instance"),
@@ -116,7 +116,11 @@ def live(tmp_path, digits_competition):
             "JOB_LEASE_SECONDS": 3,
         }
     )
-    server = LiveServer(app).start()
+
+
+@pytest.fixture
+def live(tmp_path, digits_competition):
+    server = LiveServer(make_app(tmp_path, digits_competition)).start()
     yield server
     server.stop()
 
@@ -251,7 +255,7 @@ def test_a_worker_killed_mid_job_leaves_the_job_requeued_and_scored_once(live, r
 
     # Had the dead worker come back and posted, its old lease is refused: the score stands.
     with live.app.app_context():
-        stale = jobs.lease_key(job.id, 1, "doomed")
+        stale = jobs.lease_key(job.id, 1, "doomed", job.created_at)
         count = db.session.scalar(sa.select(sa.func.count(ScoringJob.id)).where(ScoringJob.submission_id == sub_id))
     assert count == 1
     late = requests.post(
@@ -277,3 +281,29 @@ def test_a_worker_with_a_wrong_token_is_refused_and_exits(live):
     )
     assert run.returncode == 2
     assert "401" in run.stderr and "worker token" in run.stderr
+
+
+def test_a_worker_started_before_its_server_backs_off_and_connects(tmp_path, digits_competition):
+    with socket.socket() as probe:  # a free port, nobody listening yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker = subprocess.Popen(
+        [*PODIUM, "worker", "--server", f"http://127.0.0.1:{port}", "--token", WORKER_TOKEN, "--drain"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=worker_env(),
+    )
+    server = None
+    try:
+        seen = []
+        while not any("retrying in" in line for line in seen):
+            line = worker.stderr.readline()
+            assert line, "the worker exited instead of retrying: " + "".join(seen)
+            seen.append(line)
+        server = LiveServer(make_app(tmp_path, digits_competition), port=port).start()
+        assert worker.wait(timeout=90) == 0  # it reached the server and found the queue empty
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        worker.stderr.close()
+        if server is not None:
+            server.stop()

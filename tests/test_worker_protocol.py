@@ -187,7 +187,7 @@ def test_the_checkpoint_goes_only_to_the_lease_holder(app, client):
 
 def jobs_lease_for(app, job_id: int, attempt: int, worker: str) -> str:
     with app.app_context():
-        return jobs.lease_key(job_id, attempt, worker)
+        return jobs.lease_key(job_id, attempt, worker, db.session.get(ScoringJob, job_id).created_at)
 
 
 def test_a_result_is_accepted_once_and_scored_like_a_csv(app, client, digits_solution, digits_competition):
@@ -305,3 +305,22 @@ def test_malformed_predictions_are_our_failure_and_requeue(app, client, digits_s
     assert reply.status_code == 200
     submission = load(app, Submission, sub_id)
     assert submission.status == "refused" and "class index" in " ".join(submission.messages)
+
+
+def test_an_organizer_rescore_requeues_a_finished_job_under_new_lease_keys(app, client, digits_solution):
+    (sub_id,) = submit_checkpoints(app, 1)
+    first = claim(client, "w1").get_json()
+    body = {"predictions": noisy_predictions(digits_solution, 0.6, seed=1).tolist()}
+    assert client.post(first["result_url"], json=body, headers=lease_headers(first)).status_code == 200
+    with app.app_context():
+        again = jobs.requeue(db.session.get(Submission, sub_id))
+        db.session.commit()
+        assert (again.id, again.status, again.attempts) == (first["id"], "queued", 0)
+    assert load(app, Submission, sub_id).status == "queued"
+    second = claim(client, "w1").get_json()  # same worker name, same attempt number as round one
+    assert (second["id"], second["attempt"]) == (first["id"], 1)
+    assert second["lease"] != first["lease"]
+    better = {"predictions": noisy_predictions(digits_solution, 0.9, seed=2).tolist()}
+    assert client.post(first["result_url"], json=better, headers=lease_headers(first)).status_code == 409
+    assert client.post(second["result_url"], json=better, headers=lease_headers(second)).status_code == 200
+    assert load(app, Submission, sub_id).public_score > 0.8
