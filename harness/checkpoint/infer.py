@@ -38,8 +38,11 @@ def prepare_batch(batch: "torch.Tensor", spec: InputSpec, mean: "torch.Tensor", 
     import torch.nn.functional as F
 
     x = batch.permute(0, 3, 1, 2).float()  # a channels_last view of NHWC memory
-    if x.shape[-2:] != (spec.size, spec.size):
-        x = F.interpolate(x, size=(spec.size, spec.size), mode="bilinear", align_corners=False, antialias=True)
+    height, width = x.shape[-2:]
+    if (height, width) != (spec.size, spec.size):
+        # Antialiasing only changes a downscale; upscaling (32 -> 224) takes the faster plain kernel.
+        shrink = spec.size < height or spec.size < width
+        x = F.interpolate(x, size=(spec.size, spec.size), mode="bilinear", align_corners=False, antialias=shrink)
         x = x.round_().clamp_(0, 255)  # torchvision resizes uint8 images to uint8
     x = x.mul_(1 / 255).sub_(mean).div_(std)
     return x.contiguous(memory_format=torch.channels_last)
