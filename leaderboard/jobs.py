@@ -26,6 +26,7 @@ import datetime as dt
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import sqlalchemy as sa
@@ -289,21 +290,24 @@ def heartbeat(job_id: int, key: str) -> dt.datetime | None:
     return expires if ok else None
 
 
-def _finish(job_id: int, key: str, status: str, last_error: str | None = None) -> ScoringJob | None:
-    """Move the job out of ``running`` if ``key`` holds its lease; the job, or None. Does not commit."""
+def _finish(
+    job_id: int, key: str, status: str | Callable[[ScoringJob], str], last_error: str | None = None, release: bool = False
+) -> ScoringJob | None:
+    """Move the job out of ``running`` if ``key`` holds its lease; the job, or None. Does not commit.
+
+    ``status`` may be a function of the held job; ``release`` forgets the worker (a job that goes
+    back to the queue), otherwise its name stays on the job for the admin page.
+    """
     _begin_write()
     now = utcnow()
     job = db.session.get(ScoringJob, job_id, populate_existing=True)
     if job is None or not holds_lease(job, key, now):
         return None
-    if not _conditional_update(
-        job_id,
-        _lease_conditions(job, now),
-        status=status,
-        lease_expires_at=None,
-        last_error=last_error,
-        updated_at=now,
-    ):
+    values = {"status": status(job) if callable(status) else status, "lease_expires_at": None,
+              "last_error": last_error, "updated_at": now}
+    if release:
+        values["worker_name"] = None
+    if not _conditional_update(job_id, _lease_conditions(job, now), **values):
         return None
     return db.session.get(ScoringJob, job_id, populate_existing=True)
 
@@ -341,22 +345,19 @@ def refuse(job_id: int, key: str, messages: list[str]) -> Outcome:
 def fail(job_id: int, key: str, error: str) -> Outcome:
     """The worker broke on the job (our fault): queue it again, or fail it for good after
     ``max_attempts`` without costing the team anything."""
-    _begin_write()
-    job = db.session.get(ScoringJob, job_id, populate_existing=True)
-    if job is None or not holds_lease(job, key):
-        db.session.rollback()
-        return Outcome(False, "lease not held")
-    final = job.attempts >= max_attempts()
-    job = _finish(job_id, key, "failed" if final else "queued", last_error=error[:2000])
+    job = _finish(
+        job_id, key, lambda held: "failed" if held.attempts >= max_attempts() else "queued",
+        last_error=error[:2000], release=True,
+    )
     if job is None:
         db.session.rollback()
         return Outcome(False, "lease not held")
-    job.worker_name = None
-    submission = db.session.get(Submission, job.submission_id)
-    if final:
+    if job.status == "failed":
         _give_up(job)
-    elif submission is not None:
-        submission.status = "queued"
+    else:
+        submission = db.session.get(Submission, job.submission_id)
+        if submission is not None:
+            submission.status = "queued"
     db.session.commit()
     return Outcome(True, job.status)
 

@@ -8,7 +8,6 @@ import shutil
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 from waitress import create_server
 
