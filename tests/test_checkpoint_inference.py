@@ -262,3 +262,14 @@ def test_the_child_leaves_the_network_where_the_kernel_allows_it():
         pytest.skip(f"this kernel does not allow network namespaces here: {status}")
     assert status.startswith("isolated")
     assert reached is False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_cuda_path_agrees_with_the_cpu_path(honest, digits_competition):
+    path, reference = honest["timm"]
+    images, _ = load_test(digits_competition)
+    result = run_inspected(inspect_checkpoint(path, digits_competition), images, digits_competition, device="cuda")
+    assert result.info["device"].startswith("cuda")
+    assert result.info["memory"].startswith("GPU memory fraction")
+    assert (result.predictions == reference).mean() > 0.98  # bf16 autocast may flip a near-tie

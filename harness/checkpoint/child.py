@@ -128,6 +128,7 @@ def main(argv: list[str]) -> int:
     job_path = Path(argv[0])
     job = json.loads(job_path.read_text(encoding="utf-8"))
     out = Path(job["out_dir"])
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core dump of the model behind
     network = leave_network() if job.get("isolate_network", True) else "not isolated: disabled by the caller"
     fault = os.environ.get(FAULT_ENV)
     if fault:

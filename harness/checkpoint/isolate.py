@@ -3,6 +3,10 @@
 The child is a fresh ``python -m harness.checkpoint.child`` in its own session (process group),
 so a timeout kills it and anything it started. Its stderr is inherited (progress bars, and a
 traceback if podium itself has a bug); its stdout is discarded so it cannot corrupt ``--json``.
+The time limit counts from the process start, so it includes importing torch (a few seconds) and
+building and loading the model. What the child can reach: it runs podium's own code only (the
+weights are data, the architecture comes from our registries), in a temporary working folder
+holding the test images; it is not a filesystem sandbox, which is why no pickle is ever loaded.
 """
 from __future__ import annotations
 

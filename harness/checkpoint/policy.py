@@ -26,7 +26,8 @@ def arch_allowed(card: ModelCard, allowed_archs: tuple[str, ...]) -> bool:
     """``allowed_archs`` holds ``library/arch`` patterns (``timm/*``, ``torchvision/resnet*``); empty = all."""
     if not allowed_archs:
         return True
-    return any(fnmatch.fnmatchcase(card.qualified_name, pattern) for pattern in allowed_archs)
+    names = {card.qualified_name, f"{card.library}/{card.arch.split('.', 1)[0]}"}  # timm: with or without its tag
+    return any(fnmatch.fnmatchcase(name, pattern) for name in names for pattern in allowed_archs)
 
 
 def check_card(card: ModelCard, competition: Competition) -> InputSpec:

@@ -56,10 +56,14 @@ def inspect_checkpoint(path: str | Path, competition: Competition) -> InspectedC
         card = ModelCard.from_metadata(header.metadata)
         return InspectedCheckpoint(path, header, card, check_card(card, competition))
     if head.startswith(ZIP_MAGIC):
-        inspect_zip(path, max_uncompressed_bytes=competition.limits.max_checkpoint_bytes)
+        archive = inspect_zip(path, max_uncompressed_bytes=competition.limits.max_checkpoint_bytes)
+        if any(name.rsplit("/", 1)[-1] == "data.pkl" for name in archive.names):
+            raise CheckpointError(
+                "this is a PyTorch .pt/.pth archive (a pickle inside a zip); podium never loads pickles from a "
+                "submission. " + PACK_HINT
+            )
         raise CheckpointError(
-            "this is a PyTorch .pt/.pth archive (a pickle inside a zip); podium never loads pickles from a "
-            "submission. " + PACK_HINT
+            "this is a zip archive, not a checkpoint: submit one .safetensors file (or a prediction CSV)."
         )
     if head.startswith(PICKLE_PROTOCOL_2_PLUS):
         raise CheckpointError(
