@@ -30,7 +30,7 @@ from urllib.parse import urljoin
 import click
 import requests
 
-from harness.errors import SubmissionError
+from harness.errors import PodiumError, SubmissionError
 
 log = logging.getLogger("podium.worker")
 
@@ -45,6 +45,10 @@ class ServerRefused(Exception):
     def __init__(self, status: int, message: str):
         self.status = status
         super().__init__(f"HTTP {status}: {message}")
+
+
+class WorkerUnusable(Exception):
+    """This machine cannot run models as configured (e.g. ``--device cuda`` without a GPU)."""
 
 
 class LeaseLost(Exception):
@@ -215,11 +219,15 @@ class Worker:
                 time.sleep(self.pause_after_claim)
             competition_dir = self.test_data(job)
             self.client.download(job["file_url"], checkpoint, lease=job["lease"])
+            unusable: str | None = None
             try:
                 body: Any = {"predictions": self.predict(checkpoint, competition_dir)}
                 verdict = "predicted"
             except SubmissionError as exc:  # CheckpointError: the team's checkpoint was refused
                 body, verdict = {"errors": exc.messages}, "refused"
+            except PodiumError as exc:  # InferenceEnvironmentError: this machine cannot run models
+                unusable = " ".join(exc.messages)
+                body, verdict = {"failure": f"worker {self.name}: {unusable}"[:2000]}, "failed"
             except Exception as exc:  # ours: the server decides whether to try again
                 log.exception("job %s: inference failed", job["id"])
                 body, verdict = {"failure": f"{type(exc).__name__}: {exc}"[:2000]}, "failed"
@@ -229,6 +237,8 @@ class Worker:
         if beat.lost.is_set():
             return "lease lost, result dropped"
         reply = self.client.post_result(job, body)
+        if unusable is not None:  # give the job back and stop, rather than fail every job in the queue
+            raise WorkerUnusable(unusable)
         return f"{verdict} -> {reply.get('status', '?')}"
 
     def run_once(self) -> bool:
@@ -237,14 +247,20 @@ class Worker:
         if job is None:
             return False
         started = time.monotonic()
+        verdict = "interrupted (the lease will expire and the job return to the queue)"
         try:
             verdict = self.run_job(job)
         except LeaseLost:
             verdict = "lease lost, result refused by the server"
-        log.info(
-            "job %s submission %s attempt %s sha256 %s: %s in %.1fs",
-            job["id"], job["submission_id"], job["attempt"], job["sha256"][:12], verdict, time.monotonic() - started,
-        )
+        except WorkerUnusable:
+            verdict = "failed -> given back (this worker cannot run models)"
+            raise
+        finally:
+            log.info(
+                "job %s submission %s attempt %s sha256 %s: %s in %.1fs",
+                job["id"], job["submission_id"], job["attempt"], job["sha256"][:12], verdict,
+                time.monotonic() - started,
+            )
         return True
 
     def run_forever(self, once: bool = False, drain: bool = False, stop: threading.Event | None = None) -> int:
@@ -256,6 +272,9 @@ class Worker:
             try:
                 worked = self.run_once()
                 backoff.reset()
+            except WorkerUnusable as exc:
+                log.error("this worker cannot run models here, stopping: %s", exc)
+                return 3
             except ServerRefused as exc:
                 if exc.status in (401, 403):
                     log.error("the server refused this worker: %s", exc)

@@ -307,3 +307,23 @@ def test_a_worker_started_before_its_server_backs_off_and_connects(tmp_path, dig
         worker.stderr.close()
         if server is not None:
             server.stop()
+
+
+def test_a_worker_that_cannot_run_models_gives_the_job_back_and_stops(live, ridge_checkpoint):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: --device cuda would work here")
+    token = make_team(live, "No GPU Here")
+    sub_id = upload(live, token, ridge_checkpoint)["id"]
+    run = subprocess.run(
+        worker_argv(live, "--drain", "--device", "cuda", "--name", "gpu-less"),
+        capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, env=worker_env(),
+    )
+    assert run.returncode == 3, run.stderr[-3000:]
+    assert "cannot run models" in run.stderr
+    job = job_row(live, sub_id)
+    assert (job.status, job.attempts, job.worker_name) == ("queued", 1, None)  # given back, not failed
+    assert "gpu-less" in job.last_error and "cuda" in job.last_error.lower()
+    submission = submission_row(live, sub_id)
+    assert submission.status == "queued" and submission.counts_toward_limit
