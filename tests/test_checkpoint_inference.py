@@ -96,12 +96,14 @@ def accuracy(predictions: np.ndarray, solution) -> float:
     return float((predictions[scored] == solution.labels[scored]).mean())
 
 
+@pytest.mark.slow
 def test_the_reference_models_are_honest(honest, digits_solution):
     # The fitted heads really learned the digits: a wrong row order or transform would show.
     assert accuracy(honest["timm"][1], digits_solution) > 0.8
     assert accuracy(honest["torchvision"][1], digits_solution) > 0.5
 
 
+@pytest.mark.slow
 def test_podium_score_of_a_timm_checkpoint_equals_its_saved_predictions_csv(honest, digits_competition, digits_solution, tmp_path):
     path, reference = honest["timm"]
     csv_path = tmp_path / "predictions.csv"
@@ -117,6 +119,7 @@ def test_podium_score_of_a_timm_checkpoint_equals_its_saved_predictions_csv(hone
     assert model_report["all"]["accuracy"] > 0.8
 
 
+@pytest.mark.slow
 def test_a_torchvision_checkpoint_scores_like_its_csv_and_matches_the_naive_path(honest, digits_competition, digits_solution, tmp_path):
     path, reference = honest["torchvision"]
     csv_path = tmp_path / "predictions.csv"
@@ -126,6 +129,7 @@ def test_a_torchvision_checkpoint_scores_like_its_csv_and_matches_the_naive_path
     assert by_model.primary("all") == pytest.approx(accuracy(reference, digits_solution), abs=0.01)
 
 
+@pytest.mark.slow
 def test_run_info_odd_batches_and_isolation(honest, digits_competition, digits_solution):
     path, reference = honest["timm"]
     images, _ = load_test(digits_competition)
@@ -144,12 +148,14 @@ def checkpoint_from(state: dict, path: Path, arch: str = "test_resnet", library:
     return save_checkpoint(state, path, library=library, arch=arch, num_classes=10, **card)
 
 
+@pytest.mark.slow
 def test_an_unknown_architecture_is_refused_with_suggestions(tmp_path, digits_competition):
     path = checkpoint_from({"w": torch.zeros(1)}, tmp_path / "m.safetensors", arch="resnet5O")
     with pytest.raises(CheckpointError, match=r"no classification model named 'resnet5O'\. Did you mean resnet50"):
         predict_checkpoint(path, digits_competition)
 
 
+@pytest.mark.slow
 def test_missing_unexpected_and_misshapen_keys_are_named(tmp_path, digits_competition):
     state = timm.create_model("test_resnet", num_classes=10).state_dict()
     state.pop("fc.bias")
@@ -164,6 +170,7 @@ def test_missing_unexpected_and_misshapen_keys_are_named(tmp_path, digits_compet
     assert "fc.weight is [10, 7] in the file but [10, " in shapes
 
 
+@pytest.mark.slow
 def test_nan_outputs_give_a_clear_error(tmp_path, digits_competition):
     model = timm.create_model("test_resnet", num_classes=10)
     with torch.no_grad():
@@ -174,6 +181,7 @@ def test_nan_outputs_give_a_clear_error(tmp_path, digits_competition):
         predict_checkpoint(path, digits_competition)
 
 
+@pytest.mark.slow
 def test_running_out_of_memory_is_reported(tmp_path, digits_competition):
     # A real allocation failure: 512 px inputs in batches of 128 need gigabytes; the cap is 256 MiB.
     path = checkpoint_from(timm.create_model("test_resnet", num_classes=10).state_dict(), tmp_path / "big.safetensors", input_size=512)
