@@ -103,15 +103,17 @@ class FastData:
             lo, hi = rank_slice(start, stop, rank, world_size)
             idx = order[lo:hi]
             x = fast_train_batch(self.images[idx], top[idx], left[idx], flip[idx], self.spec)
-            if not self.channels_last:
-                x = x.contiguous()
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             yield Batch(x, self.labels[idx], stop - start)
 
     def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
         lo, hi = rank_slice(0, len(self), rank, world_size)
         for start in range(lo, hi, batch_size):
             stop = min(start + batch_size, hi)
-            x = fast_eval_batch(self.images[start:stop], self.spec, self.channels_last)
+            x = fast_eval_batch(self.images[start:stop], self.spec)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = self.labels[start:stop] if self.labels is not None else torch.empty(0)
             yield Batch(x, y, stop - start)
 

@@ -50,9 +50,29 @@ def test_train_paths_agree_with_the_same_crops_and_flips(spec):
         for i, img in enumerate(images)
     ])
     assert fast.shape == reference.shape == (12, 3, spec.size, spec.size)
-    assert fast.is_contiguous(memory_format=torch.channels_last)
     assert (fast - reference).abs().max().item() <= 1e-2
     assert (fast - reference).abs().max().item() <= 1e-4  # in fact the same float computation
+
+
+def test_cpu_chunks_give_the_same_batch(monkeypatch):
+    import baseline.transforms as T
+
+    images = as_nchw(random_images(20, seed=8))
+    aug = draw_augmentation(20, SEED_SPEC, np.random.default_rng(2))
+    args = (torch.from_numpy(aug.top), torch.from_numpy(aug.left), torch.from_numpy(aug.flip))
+    chunked = T.fast_train_batch(images, *args, SEED_SPEC)
+    monkeypatch.setattr(T, "CPU_CHUNK", 1000)
+    whole = T.fast_train_batch(images, *args, SEED_SPEC)
+    assert torch.equal(chunked, whole)
+
+
+def test_fast_data_serves_channels_last_when_asked():
+    images, labels = random_images(6), np.arange(6)
+    spec = TransformSpec(32, 4, MEAN, STD, 0.5)
+    data = FastData(images, labels, spec, torch.device("cpu"), channels_last=True)
+    batch = next(data.train_batches(epoch_plan(6, spec, 0, 1), 4))
+    assert batch.x.is_contiguous(memory_format=torch.channels_last)
+    assert next(data.eval_batches(4)).x.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_eval_paths_agree():
