@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import socket
 import tempfile
 import threading
@@ -90,7 +91,9 @@ class JobClient:
         self.session.headers["User-Agent"] = "podium-worker"
 
     def url(self, path: str) -> str:
-        return urljoin(self.server, path.lstrip("/"))
+        """``api/...`` is relative to the server's address; ``/...`` (the server's own links,
+        which already carry any mount prefix) is relative to its origin."""
+        return urljoin(self.server, path)
 
     def request(self, method: str, path: str, lease: str | None = None, retries: int | None = None, **kw) -> requests.Response:
         """One request, retried with backoff on connection errors and 5xx/429; 409 -> LeaseLost;
@@ -125,11 +128,15 @@ class JobClient:
 
     def download(self, path: str, dest: Path, lease: str | None = None) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(dest.suffix + ".part")
-        with self.request("GET", path, lease=lease, stream=True) as response, open(tmp, "wb") as fh:
-            for chunk in response.iter_content(1 << 20):
-                fh.write(chunk)
-        os.replace(tmp, dest)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
+        try:
+            with self.request("GET", path, lease=lease, stream=True) as response, os.fdopen(fd, "wb") as fh:
+                for chunk in response.iter_content(1 << 20):
+                    fh.write(chunk)
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         return dest
 
     def heartbeat(self, job: dict) -> dict:
@@ -187,15 +194,22 @@ class Worker:
         directory = self.cache_dir / f"test-data-{job['test_data_version']}"
         if (directory / "public" / "test.npz").is_file():
             return directory
-        archive = self.client.download(job["test_data_url"], self.cache_dir / "test-data.zip")
-        staging = Path(tempfile.mkdtemp(dir=self.cache_dir))
-        with zipfile.ZipFile(archive) as zf:
-            names = set(zf.namelist())
-            if names != {"competition.toml", "public/test.npz"}:
-                raise RuntimeError(f"unexpected test-data archive contents: {sorted(names)}")
-            zf.extractall(staging)
-        archive.unlink()
-        os.replace(staging, directory)
+        staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".test-data-"))
+        try:
+            archive = self.client.download(job["test_data_url"], staging / "test-data.zip")
+            with zipfile.ZipFile(archive) as zf:
+                names = set(zf.namelist())
+                if names != {"competition.toml", "public/test.npz"}:
+                    raise RuntimeError(f"unexpected test-data archive contents: {sorted(names)}")
+                zf.extractall(staging)
+            archive.unlink()
+            try:
+                os.rename(staging, directory)
+            except OSError:  # another worker sharing this cache got there first
+                if not (directory / "public" / "test.npz").is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return directory
 
     def predict(self, checkpoint: Path, competition_dir: Path) -> list[int]:

@@ -324,3 +324,26 @@ def test_an_organizer_rescore_requeues_a_finished_job_under_new_lease_keys(app, 
     assert client.post(first["result_url"], json=better, headers=lease_headers(first)).status_code == 409
     assert client.post(second["result_url"], json=better, headers=lease_headers(second)).status_code == 200
     assert load(app, Submission, sub_id).public_score > 0.8
+
+
+def test_the_worker_client_joins_urls_under_a_mount_prefix():
+    from leaderboard.worker import JobClient
+
+    client = JobClient("http://example.test/podium", "t")
+    assert client.url("api/jobs/claim") == "http://example.test/podium/api/jobs/claim"
+    assert client.url("/podium/api/jobs/3/file") == "http://example.test/podium/api/jobs/3/file"
+    client.session.close()
+
+
+def test_worker_backoff_doubles_up_to_its_cap():
+    from leaderboard.worker import Backoff
+
+    slept: list[float] = []
+    backoff = Backoff(base=1.0, cap=8.0, sleep=slept.append)
+    for _ in range(6):
+        backoff.wait()
+    ceilings = [1, 2, 4, 8, 8, 8]
+    assert all(c / 2 <= s <= c for s, c in zip(slept, ceilings)), slept
+    backoff.reset()
+    backoff.wait()
+    assert slept[-1] <= 1.0
