@@ -5,13 +5,14 @@ Needs ``/usr/bin/chromium`` (Debian's package; CI installs it). Never ``playwrig
 from __future__ import annotations
 
 import shutil
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 from waitress import create_server
 
-from conftest import noisy_predictions, write_submission
+from conftest import PODIUM, noisy_predictions, write_submission
 from harness.scoring import score_predictions
 from leaderboard import create_app
 from leaderboard.auth import create_team
@@ -66,7 +67,7 @@ def site(tmp_path_factory, digits_competition, digits_solution):
         "COMPETITION_DIR": str(competition),
         "INSTANCE_PATH": str(root / "instance"),
         "SQLALCHEMY_DATABASE_URI": f"sqlite:///{root / 'podium.sqlite3'}",
-        "WORKER_TOKEN": "w", "ADMIN_TOKEN": "a",
+        "WORKER_TOKEN": "browser-worker-token", "ADMIN_TOKEN": "a",
     })
     with app.app_context():
         _, token = create_team("Gradient Descenders")
@@ -75,7 +76,8 @@ def site(tmp_path_factory, digits_competition, digits_solution):
                                [digits_competition.classes[p] for p in noisy_predictions(digits_solution, 0.5, seed=9)])
         assert accept(xss_team, Upload("xss.csv", csv.read_bytes(), note=XSS_NAME)).status == "scored"
     server = LiveServer(app)
-    yield {"url": server.url, "token": token, "xss_token": xss_token, "root": root}
+    yield {"url": server.url, "token": token, "xss_token": xss_token, "root": root,
+           "worker_token": "browser-worker-token"}
     server.stop()
 
 
@@ -154,6 +156,33 @@ def test_a_bad_csv_shows_its_messages_on_the_page(page, site, digits_solution):
     assert 'line 12: "seven" is not a class' in text
     assert "is missing" in text
     assert "Traceback" not in page.content()
+
+
+def test_a_checkpoint_uploaded_in_the_browser_is_scored_by_a_worker_process(page, site, digits_competition):
+    import torch
+    import torchvision
+
+    from harness.checkpoint import save_checkpoint
+
+    torch.manual_seed(1)
+    model = torchvision.models.squeezenet1_1(weights=None, num_classes=10)
+    path = save_checkpoint(model, site["root"] / "squeeze.safetensors", library="torchvision",
+                           arch="squeezenet1_1", num_classes=10)
+    log_in(page, site["url"], "Gradient Descenders", site["token"])
+    upload(page, site["url"], path, note="a checkpoint")
+    assert "/submissions/" in page.url
+    assert page.inner_text("h1 .status") == "queued"
+    assert "waiting for a scoring worker" in page.inner_text("main")
+
+    worker = subprocess.run(
+        [*PODIUM, "worker", "--server", site["url"], "--token", site["worker_token"], "--once"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    page.reload()
+    assert page.inner_text("h1 .status") == "scored"
+    assert "Confusion matrix" in page.inner_text("main")
+    assert page.dialogs == []
 
 
 def test_a_team_named_like_a_script_is_shown_as_text(page, site):
