@@ -231,12 +231,18 @@ class Worker:
         try:
             if self.pause_after_claim > 0:
                 time.sleep(self.pause_after_claim)
-            competition_dir = self.test_data(job)
-            self.client.download(job["file_url"], checkpoint, lease=job["lease"])
             unusable: str | None = None
             try:
+                competition_dir = self.test_data(job)
+                self.client.download(job["file_url"], checkpoint, lease=job["lease"])
                 body: Any = {"predictions": self.predict(checkpoint, competition_dir)}
                 verdict = "predicted"
+            except (LeaseLost, ConnectionError, requests.RequestException):
+                raise  # nothing to post (or no way to post it): the lease will run out
+            except ServerRefused as exc:
+                if exc.status in (401, 403):
+                    raise
+                body, verdict = {"failure": f"download refused: {exc}"[:2000]}, "failed"
             except SubmissionError as exc:  # CheckpointError: the team's checkpoint was refused
                 body, verdict = {"errors": exc.messages}, "refused"
             except PodiumError as exc:  # InferenceEnvironmentError: this machine cannot run models
