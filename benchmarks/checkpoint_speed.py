@@ -22,6 +22,7 @@ infer) and prints its wall clock with process start and the child's own inferenc
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -29,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+# As in the scoring child (harness/checkpoint/isolate.py): idle OpenMP threads sleep rather than
+# spin, which keeps CPU figures meaningful on a machine shared with other work. Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -113,14 +117,12 @@ def main() -> int:
     size = args.size or preset["size"]
     n = args.images or preset["images"]
     batch = args.batch or preset["batch"]
-    import os
-
     workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
     spec = InputSpec(size, MEAN, STD)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
-    print(f"device: {name}; torch {torch.__version__}")
+    print(f"device: {name}; torch {torch.__version__}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     print(f"model: {library}/{arch} at {size}px, {n:,} random 32x32 images, batch {batch}, naive workers {workers}")
 
     naive_model = build(library, arch)

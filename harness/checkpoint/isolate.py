@@ -58,6 +58,9 @@ def run_child(job: dict, workdir: Path, timeout_s: float, num_images: int, num_c
     job_path.write_text(json.dumps(job), encoding="utf-8")
     env = dict(os.environ)
     env["MALLOC_ARENA_MAX"] = "2"  # glibc reserves 128 MB of address space per arena otherwise
+    # Idle OpenMP threads sleep instead of spinning: on a CPU shared with other work, spinning threads
+    # made inference 3-8x slower on the 2-core development machine (benchmarks/checkpoint_speed.py).
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     package_root = str(Path(harness.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen(
