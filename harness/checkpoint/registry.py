@@ -99,5 +99,8 @@ def load_strict(model: "torch.nn.Module", header: SafetensorsHeader, path: str |
     problems = key_problems(expected, header.shapes(), what)
     if problems:
         raise CheckpointError(problems)
-    tensors = load_file(str(path), device="cpu")
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as exc:  # the library's own checks (SafetensorError and friends): the file's fault
+        raise CheckpointError(f"the safetensors library refused this file: {str(exc)[:300]}") from None
     model.load_state_dict(tensors, strict=True)
