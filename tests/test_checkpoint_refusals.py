@@ -327,3 +327,22 @@ def test_fast_batch_transform_matches_per_image_torchvision(digits_competition, 
     levels = (fast - naive).abs() * std * 255
     assert levels.max().item() <= 1.001
     assert levels.mean().item() < 0.3
+
+
+def test_padding_the_last_batch_changes_no_prediction(digits_competition, state_dict):
+    from harness.checkpoint.infer import predict_array
+    from harness.competition import load_test
+
+    images = load_test(digits_competition)[0][:150]
+    model = timm.create_model(ARCH, num_classes=10)
+    model.load_state_dict(state_dict)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        model.get_classifier().weight.normal_()  # a random head: the untrained one scores every class alike
+    spec = InputSpec(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    cpu = torch.device("cpu")
+    whole = predict_array(model, images, spec, cpu, batch_size=150, progress=False)
+    padded = predict_array(model, images, spec, cpu, batch_size=64, progress=False, pad_last=True)  # 64 + 64 + 22 padded
+    assert padded.shape == (150,) and padded.dtype == np.int64
+    assert (padded == whole).mean() > 0.99
+    assert len(np.unique(whole)) > 1  # the comparison means something

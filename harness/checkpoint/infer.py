@@ -55,13 +55,19 @@ def predict_array(
     device: "torch.device",
     batch_size: int | None = None,
     progress: bool = True,
+    pad_last: bool | None = None,
 ) -> np.ndarray:
-    """int64 class indices [M] for uint8 images [M,H,W,3]; non-finite outputs are refused."""
+    """int64 class indices [M] for uint8 images [M,H,W,3]; non-finite outputs are refused.
+
+    ``pad_last`` (default: on CUDA) pads a short final batch to ``batch_size`` so that every
+    forward pass has one shape and cuDNN autotunes once; the padding rows are dropped.
+    """
     import torch
     from tqdm import tqdm
 
     cuda = device.type == "cuda"
     batch_size = batch_size or (CUDA_BATCH if cuda else CPU_BATCH)
+    pad_last = cuda if pad_last is None else pad_last
     if cuda:
         torch.backends.cudnn.benchmark = True
     model = model.to(device).eval()
@@ -77,7 +83,12 @@ def predict_array(
     starts = range(0, m, batch_size)
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
         for start in tqdm(starts, desc="inference", unit="batch", disable=None if progress else True):
-            x = prepare_batch(data[start : start + batch_size], spec, mean, std)
+            chunk = data[start : start + batch_size]
+            real = chunk.shape[0]
+            if pad_last and real < batch_size < m:
+                # Pad the last batch to the common shape: cuDNN autotuning runs once, not twice.
+                chunk = torch.cat([chunk, chunk.new_zeros((batch_size - real, *chunk.shape[1:]))])
+            x = prepare_batch(chunk, spec, mean, std)
             try:
                 logits = model(x)
             except (RuntimeError, ValueError, AssertionError, TypeError) as exc:
@@ -88,8 +99,9 @@ def predict_array(
                     "(does this architecture accept the input_size on the model card?)"
                 ) from None
             _check_logits(logits, x.shape[0], model)
+            logits = logits[:real]
             non_finite += (~torch.isfinite(logits)).any(dim=1).sum()
-            predictions[start : start + x.shape[0]] = logits.argmax(dim=1)
+            predictions[start : start + real] = logits.argmax(dim=1)
     bad = int(non_finite.item())
     if bad:
         raise CheckpointError(
