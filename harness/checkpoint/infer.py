@@ -94,8 +94,9 @@ def predict_array(
             except (RuntimeError, ValueError, AssertionError, TypeError) as exc:
                 if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
                     raise
+                first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
                 raise CheckpointError(
-                    f"the model failed on a batch of shape {list(x.shape)}: {str(exc).splitlines()[0][:300]} "
+                    f"the model failed on a batch of shape {list(x.shape)}: {first_line} "
                     "(does this architecture accept the input_size on the model card?)"
                 ) from None
             _check_logits(logits, x.shape[0], model)
