@@ -114,7 +114,7 @@ class FastData:
             x = fast_eval_batch(self.images[start:stop], self.spec)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = self.labels[start:stop] if self.labels is not None else torch.empty(0)
+            y = self.labels[start:stop] if self.labels is not None else torch.empty(0, dtype=torch.int64)
             yield Batch(x, y, stop - start)
 
 
@@ -174,7 +174,8 @@ class ReferenceData:
         lo, hi = rank_slice(0, len(self), rank, world_size)
         lists = [list(range(s, min(s + batch_size, hi))) for s in range(lo, hi, batch_size)]
         for x, y in self._loader(_EvalImages(self.images, self.labels, self.spec), lists):
-            yield Batch(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), len(y))
+            y = y if self.labels is not None else torch.empty(0, dtype=torch.int64)  # unlabeled: no loss
+            yield Batch(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), len(x))
 
 
 def make_data(kind: str, images: np.ndarray, labels: np.ndarray | None, spec: TransformSpec,

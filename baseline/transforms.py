@@ -102,7 +102,7 @@ CPU_CHUNK = 8
 
 
 def _scale_and_resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    x = images.to(torch.float32).div_(255.0)
+    x = images.to(torch.float32).mul_(1.0 / 255)  # exactly what v2.ToDtype(scale=True) computes
     if x.shape[-2:] != (size, size):  # v2's resize returns the image untouched at its own size too
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x

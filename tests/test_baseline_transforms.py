@@ -142,6 +142,13 @@ def test_both_data_paths_serve_the_same_batches():
         assert torch.equal(a.y, b.y) and (a.x - b.x).abs().max().item() <= 1e-4
 
 
+def test_unlabeled_eval_batches_carry_no_labels():
+    images, spec, cpu = random_images(5), TransformSpec(32, 4, MEAN, STD, 0.5), torch.device("cpu")
+    for data in (FastData(images, None, spec, cpu), ReferenceData(images, None, spec, cpu)):
+        batches = list(data.eval_batches(3))
+        assert [b.x.shape[0] for b in batches] == [3, 2] and all(b.y.numel() == 0 for b in batches)
+
+
 def test_epoch_plans_are_seeded():
     spec = TransformSpec(32, 4, MEAN, STD, 0.5)
     a, b, c = epoch_plan(100, spec, 1, 1), epoch_plan(100, spec, 1, 1), epoch_plan(100, spec, 1, 2)
