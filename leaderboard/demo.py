@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -261,6 +262,10 @@ def board_lines(app) -> list[str]:
     ]
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(root: Path, host: str, port: int, epochs: int | None, serve: bool, weak_epochs: int = 2) -> int:
     from leaderboard import create_app
 
@@ -284,6 +289,8 @@ def run_demo(root: Path, host: str, port: int, epochs: int | None, serve: bool, 
     ensure_team_tokens(app, [t.name for t in teams], secrets_)
     secrets_.save(layout.secrets_file)
 
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the demo like Ctrl-C: worker included
     server = BackgroundServer(app, host, port)
     local = f"http://127.0.0.1:{server.port}"
     worker = start_worker(local, secrets_.worker_token, layout.worker_log)
@@ -295,7 +302,7 @@ def run_demo(root: Path, host: str, port: int, epochs: int | None, serve: bool, 
                     continue
                 body = submit(local, secrets_.teams[team.name], path, Path(history) if history else None, note)
                 click.echo(f"submitted {path.name} for {team.name}: {body.get('status')}")
-        click.echo(f"scoring checkpoints with a podium worker process (log: {layout.worker_log}) ...")
+        click.echo(f"scoring checkpoints with a podium worker process (pid {worker.pid}, log: {layout.worker_log}) ...")
         outcome = wait_for_jobs(app, worker, SCORING_WAIT_S)
         click.echo(f"checkpoint scoring: {outcome}")
         click.echo("\n".join(["submissions:", *board_lines(app)]))

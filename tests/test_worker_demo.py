@@ -67,11 +67,11 @@ def test_podium_demo_builds_trains_submits_scores_and_is_idempotent(tmp_path):
     assert secrets["admin_token"] in second.stdout
     assert demo_rows(root)[0] == rows  # nothing submitted twice
 
-    # Serving: the board answers on the printed address, and Ctrl-C stops the demo cleanly.
+    # Serving: the board answers on the printed address, and `kill` (or Ctrl-C) stops the demo and its worker.
     serving = subprocess.Popen([*PODIUM, "demo", "--root", str(root), *FAST],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
-        url = None
+        url = worker_pid = None
         deadline = time.monotonic() + 120
         while url is None and time.monotonic() < deadline:
             line = serving.stdout.readline()
@@ -79,11 +79,15 @@ def test_podium_demo_builds_trains_submits_scores_and_is_idempotent(tmp_path):
                 break
             found = re.search(r"podium demo board: (http://127\.0\.0\.1:\d+/)", line)
             url = found.group(1) if found else None
-        assert url, "the demo never printed its address"
+            pid = re.search(r"worker process \(pid (\d+)", line)
+            worker_pid = int(pid.group(1)) if pid else worker_pid
+        assert url and worker_pid, "the demo never printed its address and its worker"
         page = requests.get(url, timeout=30)
         assert page.status_code == 200 and "Reference baseline" in page.text and "Early Stoppers" in page.text
-        serving.send_signal(signal.SIGINT)
+        assert os.path.exists(f"/proc/{worker_pid}")  # the worker keeps running beside the server
+        serving.send_signal(signal.SIGTERM)  # `kill`, like Ctrl-C, stops the demo and its worker
         assert serving.wait(timeout=30) == 0
+        assert not os.path.exists(f"/proc/{worker_pid}")
     finally:
         if serving.poll() is None:
             serving.kill()
