@@ -126,6 +126,9 @@ def _test_data_zip(version: str) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    for old in cache.glob("test-data-*.zip"):  # archives of an earlier competition.toml / test.npz
+        if old != target:
+            old.unlink(missing_ok=True)
     return target
 
 
