@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import shutil
 import socket
 import tempfile
@@ -38,6 +39,7 @@ log = logging.getLogger("podium.worker")
 LEASE_HEADER = "X-Podium-Lease"
 PAUSE_ENV = "PODIUM_WORKER_PAUSE_AFTER_CLAIM"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+WORKER_NAME = re.compile(r"^[\w.@:+-]{1,100}$")  # as the server checks it (jobs_api)
 
 
 class ServerRefused(Exception):
@@ -318,7 +320,8 @@ class Worker:
 
 
 def default_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"[:100]
+    host = re.sub(r"[^\w.-]", "-", socket.gethostname()) or "worker"
+    return f"{host[:80]}-{os.getpid()}"
 
 
 @click.command("worker")
@@ -331,7 +334,14 @@ def default_name() -> str:
 @click.option("--name", default=None, help="This worker's name in the admin page (default: host-pid).")
 @click.option("--cache", "cache", default=None, type=click.Path(file_okay=False, path_type=Path), help="Where test data is cached (default: a temporary folder).")
 def worker_command(server: str, token: str, device: str | None, once: bool, drain: bool, poll: float, name: str | None, cache: Path | None) -> int:
-    """Claim checkpoint jobs from a leaderboard server, run them, and post the predictions."""
+    """Claim checkpoint jobs from a leaderboard server, run them, and post the predictions.
+
+    Exit codes: 0 done (--once, --drain) or stopped; 1 the server stayed unreachable (--once,
+    --drain); 2 the server refused the token; 3 this machine cannot run models as asked (e.g.
+    --device cuda without a GPU: the job is given back first).
+    """
+    if name is not None and not WORKER_NAME.match(name):
+        raise click.BadParameter("use 1-100 letters, digits or . _ @ : + -", param_hint="--name")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
     with tempfile.TemporaryDirectory(prefix="podium-worker-") as tmp:
