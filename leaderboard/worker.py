@@ -160,7 +160,8 @@ class Heartbeat(threading.Thread):
 
     def __init__(self, client: JobClient, job: dict):
         super().__init__(name=f"heartbeat-{job['id']}", daemon=True)
-        self.client, self.job = client, job
+        # Its own session: requests.Session is not meant to be shared between threads.
+        self.client, self.job = JobClient(client.server, client.token, timeout=client.timeout), job
         self.interval = max(0.2, float(job["lease_seconds"]) / 3)
         self.stopped = threading.Event()
         self.lost = threading.Event()
@@ -179,6 +180,7 @@ class Heartbeat(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join(timeout=5)
+        self.client.session.close()
 
 
 @dataclass
