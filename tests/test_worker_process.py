@@ -327,3 +327,59 @@ def test_a_worker_that_cannot_run_models_gives_the_job_back_and_stops(live, ridg
     assert "gpu-less" in job.last_error and "cuda" in job.last_error.lower()
     submission = submission_row(live, sub_id)
     assert submission.status == "queued" and submission.counts_toward_limit
+
+
+def test_many_protocol_clients_on_one_queue_score_every_job_exactly_once(live, digits_solution):
+    """Six threads speak the worker protocol over real HTTP at once: every job is claimed by one of
+    them, every result accepted once, duplicates refused, and SQLite never reports a lock error."""
+    from safetensors.numpy import save as save_safetensors
+
+    from leaderboard.intake import Upload, accept
+    from leaderboard.models import Team
+
+    make_team(live, "Many Hands")
+    with live.app.app_context():
+        team = db.session.scalar(sa.select(Team).where(Team.name == "Many Hands"))
+        submission_ids = []
+        for i in range(live.app.extensions["podium"].competition.daily_limit):
+            weights = np.random.default_rng(i).standard_normal(8).astype(np.float32)
+            data = save_safetensors({"w": weights}, metadata={"library": "torchvision", "arch": "resnet18", "num_classes": "10"})
+            submission_ids.append(accept(team, Upload(f"m{i}.safetensors", data)).id)
+    headers = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+    predictions = [int(v) for v in np.where(digits_solution.labels < 0, 0, digits_solution.labels)]
+    accepted, refused_twice, statuses = [], [], []
+    lock = threading.Lock()
+
+    def work(name: str) -> None:
+        with requests.Session() as http:
+            while True:
+                reply = http.post(f"{live.url}/api/jobs/claim", json={"worker": name}, headers=headers, timeout=60)
+                with lock:
+                    statuses.append(reply.status_code)
+                if reply.status_code == 204:
+                    return
+                job = reply.json()
+                lease = {**headers, "X-Podium-Lease": job["lease"]}
+                assert http.post(live.url + job["heartbeat_url"], headers=lease, timeout=60).status_code == 200
+                first = http.post(live.url + job["result_url"], json=predictions, headers=lease, timeout=60)
+                second = http.post(live.url + job["result_url"], json=predictions, headers=lease, timeout=60)
+                with lock:
+                    statuses.extend([first.status_code, second.status_code])
+                    if first.status_code == 200:
+                        accepted.append(job["id"])
+                    if second.status_code == 409:
+                        refused_twice.append(job["id"])
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert all(code in (200, 204, 409) for code in statuses), sorted(set(statuses))
+    assert sorted(accepted) == sorted(set(accepted)) and len(accepted) == len(submission_ids)
+    assert sorted(refused_twice) == sorted(accepted)
+    for sub_id in submission_ids:
+        assert submission_row(live, sub_id).public_score == 1.0  # the true labels, scored once
+        job = job_row(live, sub_id)
+        assert (job.status, job.attempts) == ("done", 1)
