@@ -113,7 +113,7 @@ def make_app(tmp_path, digits_competition):
             "SECRET_KEY": "test-secret",
             "WORKER_TOKEN": WORKER_TOKEN,
             "ADMIN_TOKEN": "admin-token",
-            "JOB_LEASE_SECONDS": 3,
+            "JOB_LEASE_SECONDS": 5,  # heartbeats every 5/3 s: slack for a loaded CI machine
         }
     )
 
@@ -225,8 +225,8 @@ def test_a_worker_killed_mid_job_leaves_the_job_requeued_and_scored_once(live, r
     try:
         claimed = wait_for(lambda: (j := job_row(live, sub_id)).status == "running" and j, 60, "the claim")
         assert claimed.worker_name == "doomed" and claimed.attempts == 1
-        # Alive, it keeps its 3 s lease well past 3 s: its heartbeat thread extends it.
-        time.sleep(4.5)
+        # Alive, it keeps its 5 s lease well past 5 s: its heartbeat thread extends it.
+        time.sleep(6.5)
         held = job_row(live, sub_id)
         assert (held.status, held.worker_name) == ("running", "doomed")
         assert held.lease_expires_at > claimed.lease_expires_at
