@@ -347,3 +347,22 @@ def test_worker_backoff_doubles_up_to_its_cap():
     backoff.reset()
     backoff.wait()
     assert slept[-1] <= 1.0
+
+
+def test_team_and_organizer_tokens_are_not_worker_tokens(app, client):
+    """Only the workers' token opens the job protocol: a team can never claim its own (or another
+    team's) checkpoint job, download a checkpoint or post a score."""
+    (sub_id,) = submit_checkpoints(app, 1)
+    with app.app_context():
+        _, team_token = create_team("beta")
+    job = claim(client).get_json()
+    for token in (team_token, "admin-token"):
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.post("/api/jobs/claim", json={}, headers=headers).status_code == 401
+        with client.get("/api/jobs/test-data", headers=headers) as response:
+            assert response.status_code == 401
+        leased = {**headers, "X-Podium-Lease": job["lease"]}
+        with client.get(job["file_url"], headers=leased) as response:
+            assert response.status_code == 401 and response.data[8:9] != b"{"
+        assert client.post(job["result_url"], json={"errors": ["x"]}, headers=leased).status_code == 401
+    assert load(app, Submission, sub_id).status == "running"
