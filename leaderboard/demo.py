@@ -207,7 +207,12 @@ def submit(url: str, token: str, path: Path, history: Path | None, note: str) ->
     finally:
         for _, fh in files.values():
             fh.close()
-    body = response.json()
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"errors": [response.text[:200]]}
+    if response.status_code == 429:  # the team's daily limit: say so and go on
+        return {"status": "not submitted today (daily limit)", **body}
     if response.status_code not in (201, 202, 422):
         raise PodiumError([f"submitting {path.name} failed (HTTP {response.status_code}):", *body.get("errors", [])])
     return body
