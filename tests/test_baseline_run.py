@@ -19,7 +19,7 @@ from harness.diagnosis import VERDICTS, read_history
 from tests.conftest import PODIUM
 
 # A tiny config: the demo's resnet18 at 32 px for 2 epochs over ~1130 digits (seconds on one CPU thread).
-TINY = ["--preset", "demo", "--epochs", "2", "--batch-size", "64", "--threads", "1", "--quiet"]
+TINY = ["--preset", "demo", "--epochs", "2", "--batch-size", "64", "--threads", "1", "--deterministic", "--quiet"]
 RUN_FILES = ("model.safetensors", "history.csv", "curves.png", "predictions.csv", "report.json")
 
 
@@ -41,7 +41,7 @@ def tiny_run(digits_competition, tmp_path_factory) -> Path:
     return out
 
 
-def check_run_directory(out: Path, competition, epochs: int) -> dict:
+def check_run_directory(out: Path, competition, epochs: int, device: str = "cpu") -> dict:
     for name in RUN_FILES:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -54,7 +54,7 @@ def check_run_directory(out: Path, competition, epochs: int) -> dict:
     assert report["history"] == history.to_dicts()
     assert report["diagnosis"]["verdict"] in VERDICTS and report["diagnosis"]["remedies"]
     assert report["config"]["arch"] == "resnet18" and report["versions"]["torch"]
-    assert report["device"]["type"] == "cpu"
+    assert report["device"]["type"] == device
     validation = report["validation"]
     assert validation["n"] == report["data"]["val_images"] > 0
     assert validation["accuracy"] == pytest.approx(history[-1]["val_acc"])
@@ -136,6 +136,22 @@ def test_a_different_seed_gives_a_different_model(tiny_run, digits_competition, 
     run([*PODIUM, "baseline", "--competition", str(digits_competition.root), *TINY, "--epochs", "1",
          "--seed", "2", "--out", str(out)])
     assert sha256(out / "model.safetensors") != sha256(tiny_run / "model.safetensors")
+
+
+def test_val_fraction_zero_trains_on_everything(digits_competition, tmp_path):
+    """--val-fraction 0, the seed's full-train recipe: empty validation columns, no_validation diagnosis."""
+    out = tmp_path / "full"
+    run([*PODIUM, "baseline", "--competition", str(digits_competition.root), *TINY, "--epochs", "1",
+         "--val-fraction", "0", "--out", str(out)])
+    history = read_history(out / "history.csv")
+    assert not history.has_validation and history[0]["val_acc"] is None
+    report = json.loads((out / "report.json").read_text())
+    assert report["validation"] is None and report["diagnosis"]["verdict"] == "no_validation"
+    from harness.competition import load_train
+
+    assert report["data"]["val_images"] == 0
+    assert report["data"]["train_images"] == len(load_train(digits_competition)[1])
+    assert (out / "curves.png").stat().st_size > 0 and (out / "predictions.csv").is_file()
 
 
 @pytest.mark.slow
@@ -252,3 +268,13 @@ def test_preseeded_weights_are_loaded_from_torch_home(tmp_path, monkeypatch):
     model = build_model("resnet18", "IMAGENET1K_V1", 10)
     assert torch.equal(model.conv1.weight, seeded["conv1.weight"])
     assert model.fc.out_features == 10 and model.fc.in_features == 512
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_tiny_run_on_cuda_with_bf16(digits_competition, tmp_path):
+    out = tmp_path / "cuda"
+    run([*PODIUM, "baseline", "--competition", str(digits_competition.root), "--preset", "demo", "--epochs", "3",
+         "--device", "cuda", "--quiet", "--out", str(out)])
+    report = check_run_directory(out, digits_competition, epochs=3, device="cuda")
+    assert report["history"][-1]["val_acc"] > 0.5

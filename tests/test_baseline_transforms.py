@@ -177,3 +177,17 @@ def test_stratified_split():
     assert not np.array_equal(val, stratified_split(labels, 0.1, seed=4)[1])
     full, none = stratified_split(labels, 0.0, seed=3)
     assert len(full) == len(labels) and len(none) == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fast_path_on_cuda_agrees_with_the_cpu_reference():
+    images, labels = random_images(40, seed=6), np.arange(40) % 10
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    fast, reference = FastData(images, labels, SEED_SPEC, cuda), ReferenceData(images, labels, SEED_SPEC, cpu)
+    plan = epoch_plan(40, SEED_SPEC, seed=1, epoch=1)
+    for a, b in zip(fast.train_batches(plan, 16), reference.train_batches(plan, 16)):
+        assert a.x.is_cuda and a.x.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(a.y.cpu(), b.y) and (a.x.cpu() - b.x).abs().max().item() <= 1e-2
+    for a, b in zip(fast.eval_batches(16), reference.eval_batches(16)):
+        assert (a.x.cpu() - b.x).abs().max().item() <= 1e-2
