@@ -109,9 +109,11 @@ def _scale_and_resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _normalize(x: torch.Tensor, spec: TransformSpec) -> torch.Tensor:
-    mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std)
+    # Python scalars, channel by channel: building mean/std tensors on a GPU each batch would be a
+    # blocking host-to-device copy that stalls the CPU until the previous step has finished.
+    for c in range(3):
+        x[:, c].sub_(spec.mean[c]).div_(spec.std[c])
+    return x
 
 
 def _in_chunks(fn, images: torch.Tensor, *per_image: torch.Tensor, size: int) -> torch.Tensor:
