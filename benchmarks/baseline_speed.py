@@ -87,21 +87,24 @@ def run_recipe(competition: Path, out: Path, extra: list[str]) -> dict:
 def full_mode(args) -> None:
     import torch
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not args.allow_cpu:
         raise SystemExit("--mode full needs a CUDA GPU (this machine has none); run --mode data here.")
     workers = args.workers or min(8, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         competition = write_random_competition(tmp, args.train, args.test)
-        fast_flags = ["--data-path", "fast"] + (["--compile"] if args.compile else [])
-        naive_flags = ["--data-path", "reference", "--no-amp", "--workers", str(workers)]
+        extra = args.recipe_args.split()
+        fast_flags = ["--data-path", "fast", *(["--compile"] if args.compile else []), *extra]
+        naive_flags = ["--data-path", "reference", "--no-amp", "--workers", str(workers), *extra]
         results = {}
         for name, flags in (("fast", fast_flags), ("naive", naive_flags)):
             print(f"running the {name} recipe ...", flush=True)
             results[name] = run_recipe(competition, tmp / name, flags)
     fast, naive = results["fast"], results["naive"]
-    print(f"\nseed recipe, resnet50 weights=None, {args.train} train images (90/10 split), {args.test} test, "
-          f"3 epochs, on {fast['device']}")
+    if extra:
+        print(f"\nNOT the seed recipe: extra settings {' '.join(extra)}")
+    recipe = "seed recipe, resnet50 weights=None, 3 epochs" if not extra else "smoke recipe"
+    print(f"\n{recipe}, {args.train} train images (90/10 split), {args.test} test, on {fast['device']}")
     print(f"{'path':<8}{'wall s':>10}{'train img/s':>14}{'last epoch img/s':>18}  epoch seconds")
     for name, r in results.items():
         print(f"{name:<8}{r['wall_s']:>10.1f}{r['train_img_s']:>14.0f}{r['last_epoch_img_s']:>18.0f}  {r['epoch_s']}")
@@ -170,6 +173,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the fast path's model")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the naive path "
                         "(full mode default: min(8, cores); data mode default 0)")
+    parser.add_argument("--recipe-args", default="", help="full mode: extra `podium baseline` flags for both "
+                        "runs, for a smoke test only (e.g. \"--arch resnet18 --image-size 32 --epochs 1 --device cpu\")")
+    parser.add_argument("--allow-cpu", action="store_true", help="full mode without a GPU (smoke test only)")
     parser.add_argument("--images", type=int, default=1024, help="data mode: images per pass")
     parser.add_argument("--repeats", type=int, default=3, help="data mode: passes, best kept")
     parser.add_argument("--threads", type=int, default=0, help="data mode: torch CPU threads (0: torch's default)")
