@@ -20,6 +20,8 @@ from baseline.config import DATA_PATHS, PRESETS
 @click.option("--lr", type=float, default=None)
 @click.option("--momentum", type=float, default=None)
 @click.option("--weight-decay", type=float, default=None)
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
+              help="constant (the seed's) or cosine, set per epoch.")
 @click.option("--seed", type=int, default=None)
 @click.option("--arch", default=None, help="A torchvision classification model, e.g. resnet50, resnet18.")
 @click.option("--weights", default=None, help="torchvision weights name (IMAGENET1K_V1, DEFAULT) or none.")

@@ -19,6 +19,7 @@ from harness.errors import PodiumError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DATA_PATHS = ("fast", "reference")
+LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -32,6 +33,7 @@ class BaselineConfig:
     lr: float = 1e-3
     momentum: float = 0.0
     weight_decay: float = 0.0
+    lr_schedule: str = "constant"  # the seed's; "cosine" lowers it each epoch, to lr/2*(1+cos(pi*(e-1)/E))
     seed: int = 42
     image_size: int = 224
     crop_padding: int = 28
@@ -67,6 +69,7 @@ PRESETS: dict[str, BaselineConfig] = {
         lr=0.02,
         momentum=0.9,
         weight_decay=5e-4,
+        lr_schedule="cosine",  # steady last epochs, so the demo's final model is a good one
         image_size=32,
         crop_padding=4,
         hflip=0.0,  # mirrored digits are other symbols
@@ -110,6 +113,8 @@ def check_config(c: BaselineConfig) -> None:
         problems.append(f"--val-fraction must be in [0, 1), got {c.val_fraction}.")
     if not 0.0 <= c.hflip <= 1.0:
         problems.append(f"hflip must be a probability, got {c.hflip}.")
+    if c.lr_schedule not in LR_SCHEDULES:
+        problems.append(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {c.lr_schedule!r}.")
     if c.data_path not in DATA_PATHS:
         problems.append(f"--data-path must be one of {', '.join(DATA_PATHS)}, got {c.data_path!r}.")
     if c.device not in DEVICES and not c.device.startswith("cuda:"):

@@ -8,6 +8,7 @@ the gradient of the mean over the whole global batch.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -81,6 +82,13 @@ def _autocast(config: BaselineConfig, device: torch.device):
     if device.type == "cuda" and config.amp:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def epoch_lr(config: BaselineConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (1-based): constant (the seed's), or cosine from lr down."""
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / config.epochs))
+    return config.lr
 
 
 def _sync(device: torch.device) -> None:
@@ -210,6 +218,8 @@ def _train(config: BaselineConfig, competition: Competition, d: Dist, device: to
     val_pred = None
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(config, epoch)
         stats = train_one_epoch(model, optimizer, train_data, config, epoch, d, device)
         row = {
             "epoch": epoch,

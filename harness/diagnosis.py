@@ -15,8 +15,8 @@ The rules (``diagnose``), in the order they are tried:
 
 - ``diverging``: a loss is NaN/infinite, or the training loss ended above where it started ->
   the learning rate is far too high (seed 002 §4.6.1: a much too large rate diverges).
-- ``oscillating``: the validation loss goes up and down repeatedly -> the learning rate is too
-  high; lower it (seed 002 §4.6.2).
+- ``oscillating``: the validation loss goes up and down repeatedly (at least two rises and two
+  changes of direction) -> the learning rate is too high; lower it (seed 002 §4.6.2).
 - ``overfitting``: the training error is far below the validation error (seed 002 §4.4.1: 1 % vs
   10 %), or the validation loss rose while the training loss kept falling (§4.4.2, seed 000 §2).
 - ``still_improving``: the validation loss was still clearly falling in the last epoch -> train
@@ -225,8 +225,10 @@ class Thresholds:
     underfit_error: float = 0.10  # train error at least this (14 % vs 15 %) ...
     underfit_gap: float = 0.05  # ... and the gap below this
     still_improving: float = 0.02  # last-epoch relative drop of the val loss that counts as "still falling"
+    min_loss_step: float = 0.01  # and a loss change smaller than this (absolute) is noise, not a trend
     oscillation_step: float = 0.02  # a val-loss step counts when its relative size is at least this
-    oscillation_turns: int = 2  # direction changes among counted steps
+    oscillation_turns: int = 2  # direction changes among counted steps ...
+    oscillation_rises: int = 2  # ... with at least this many rises: one blip is not "repeatedly up and down"
 
 
 REMEDIES: dict[str, tuple[str, ...]] = {
@@ -317,12 +319,12 @@ def _as_history(history: History | Sequence[Mapping]) -> History:
     return History(rows=tuple(rows))
 
 
-def _turns(values: np.ndarray, step: float) -> int:
-    """Direction changes among the steps whose size is at least ``step`` relative to the level."""
+def _turns_and_rises(values: np.ndarray, step: float, floor: float) -> tuple[int, int]:
+    """Direction changes and rises among the steps at least ``step`` relative to the level and ``floor``."""
     diffs = np.diff(values)
     level = np.maximum(np.abs(values[:-1]), 1e-12)
-    signs = np.sign(diffs)[np.abs(diffs) / level >= step]
-    return int(np.count_nonzero(signs[1:] != signs[:-1]))
+    signs = np.sign(diffs)[(np.abs(diffs) / level >= step) & (np.abs(diffs) >= floor)]
+    return int(np.count_nonzero(signs[1:] != signs[:-1])), int(np.count_nonzero(signs > 0))
 
 
 def _finish(verdict: str, headline: str, evidence: dict, findings: list[str]) -> Diagnosis:
@@ -375,16 +377,16 @@ def diagnose(history: History | Sequence[Mapping], thresholds: Thresholds | None
         best_val_loss=float(val_loss[best]),
         best_epoch=int(h[best]["epoch"]),
     )
-    turns = _turns(val_loss, t.oscillation_step)
-    evidence["val_loss_turns"] = turns
+    turns, rises = _turns_and_rises(val_loss, t.oscillation_step, t.min_loss_step)
+    evidence["val_loss_turns"], evidence["val_loss_rises"] = turns, rises
     last_drop = float((val_loss[-2] - val_loss[-1]) / max(val_loss[-2], 1e-12)) if n >= 2 else 0.0
     evidence["last_val_loss_drop"] = last_drop
     rise = float((val_loss[-1] - val_loss[best]) / max(val_loss[best], 1e-12))
 
-    oscillating = turns >= t.oscillation_turns
+    oscillating = turns >= t.oscillation_turns and rises >= t.oscillation_rises
     gap_overfit = gap >= t.overfit_gap and val_err[-1] >= t.overfit_ratio * train_err[-1]
     loss_overfit = best < n - 1 and rise >= t.loss_rise and train_loss[-1] < train_loss[best]
-    still = n >= 2 and last_drop >= t.still_improving
+    still = n >= 2 and last_drop >= t.still_improving and val_loss[-2] - val_loss[-1] >= t.min_loss_step
     underfit = train_err[-1] >= t.underfit_error and gap < t.underfit_gap
     for name, fired in (
         ("oscillating", oscillating),

@@ -92,6 +92,18 @@ def test_the_seeds_numbers_decide():
     assert u.evidence["train_error"] == pytest.approx(0.14) and u.evidence["val_error"] == pytest.approx(0.15)
 
 
+def test_one_blip_is_not_oscillation():
+    # falling, one rise, falling again to a new low: not "repeatedly up and down"
+    rows = make([1.5, 0.9, 0.5, 0.3, 0.2, 0.12, 0.08, 0.06], [0.5, 0.74, 0.84, 0.91, 0.94, 0.97, 0.975, 0.98],
+                [29.7, 5.9, 0.22, 0.13, 0.028, 0.069, 0.018, 0.012], [0.1, 0.39, 0.91, 0.95, 0.98, 0.98, 0.99, 1.0])
+    d = diagnose(rows)
+    assert "oscillating" not in d.findings and d.evidence["val_loss_rises"] == 1
+    # the last drop, 0.018 -> 0.012, is a third of the loss but too small to call a trend
+    assert d.verdict == "healthy"
+    rows[-1]["val_loss"] = 0.002  # a drop of 0.016: now a trend
+    assert diagnose(rows).verdict == "still_improving"
+
+
 def test_still_improving_and_underfitting_both_reported():
     # 3 epochs, errors high and close, val loss still falling: the verdict says train longer,
     # the findings keep underfitting too
