@@ -69,7 +69,13 @@ def check_run_directory(out: Path, competition, epochs: int, device: str = "cpu"
 
 def test_tiny_run_writes_the_whole_run_directory(tiny_run, digits_competition):
     report = check_run_directory(tiny_run, digits_competition, epochs=2)
-    assert report["data"]["train_images"] + report["data"]["val_images"] == 1257 or report["data"]["train_images"] > 1000
+    from harness.competition import load_train
+
+    labels = load_train(digits_competition)[1]
+    assert report["data"]["train_images"] + report["data"]["val_images"] == len(labels)
+    expected_val = sum(int(round(0.1 * count)) for count in np.bincount(labels))  # 10 % of each class
+    assert report["data"]["val_images"] == expected_val
+    assert report["data"]["steps_per_epoch"] == -(-report["data"]["train_images"] // 64)  # batches of 64
     assert report["config"]["image_size"] == 32 and report["config"]["threads"] == 1
 
 
