@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import struct
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -27,25 +26,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def canonicalize_safetensors_header(path: Path) -> None:
-    """Sort the ``__metadata__`` keys of a .safetensors header in place, keeping its length.
-
-    safetensors writes the metadata from a Rust HashMap, whose order changes from process to
-    process, so two runs with identical weights would otherwise give files with different sha256.
-    """
-    with open(path, "r+b") as fh:
-        (length,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(length))
-        if "__metadata__" not in header:
-            return
-        ordered = {"__metadata__": dict(sorted(header.pop("__metadata__").items())), **header}
-        raw = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        if len(raw) > length:  # cannot happen for the same content; leave the file as written
-            return
-        fh.seek(8)
-        fh.write(raw + b" " * (length - len(raw)))
 
 
 def versions() -> dict[str, str]:
@@ -103,7 +83,6 @@ def write_run(out_dir: Path, config: BaselineConfig, competition: Competition, r
         std=config.std,
         extra_metadata={"trained_by": "podium baseline", "preset": config.preset, "seed": str(config.seed)},
     )
-    canonicalize_safetensors_header(model_path)
     write_history(out_dir / "history.csv", result.history)
     plot_curves(result.history, out_dir / "curves.png", f"{config.arch} on {competition.name}")
     write_predictions_csv(out_dir / "predictions.csv", result.test_ids, result.test_predictions, competition.classes)

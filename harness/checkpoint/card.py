@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -174,4 +175,24 @@ def save_checkpoint(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata)
+    _canonicalize_header(path)
     return path
+
+
+def _canonicalize_header(path: Path) -> None:
+    """Sort the ``__metadata__`` keys of a .safetensors header in place, keeping its length.
+
+    safetensors writes the metadata from a Rust HashMap, whose order changes from process to
+    process, so two runs with identical weights would otherwise give files with different sha256.
+    """
+    with open(path, "r+b") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(length))
+        if "__metadata__" not in header:
+            return
+        ordered = {"__metadata__": dict(sorted(header.pop("__metadata__").items())), **header}
+        raw = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(raw) > length:  # cannot happen for the same content; leave the file as written
+            return
+        fh.seek(8)
+        fh.write(raw + b" " * (length - len(raw)))
