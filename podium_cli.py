@@ -53,23 +53,9 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.errors import PodiumError
+    from harness.cli_runner import run_click
 
-    try:
-        rv = cli.main(args=argv, prog_name="podium", standalone_mode=False)
-    except PodiumError as exc:
-        for message in exc.messages:
-            click.echo(f"error: {message}", err=True)
-        return 2
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    return rv if isinstance(rv, int) else 0
+    return run_click(cli, argv, prog_name="podium")
 
 
 if __name__ == "__main__":

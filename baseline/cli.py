@@ -68,17 +68,6 @@ def diagnose_command(history: Path, as_json: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m baseline [OPTIONS]``: the baseline command alone, for torchrun."""
-    from harness.errors import PodiumError
+    from harness.cli_runner import run_click
 
-    try:
-        rv = baseline_command.main(args=argv, prog_name="python -m baseline", standalone_mode=False)
-    except PodiumError as exc:
-        for message in exc.messages:
-            click.echo(f"error: {message}", err=True)
-        return 2
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    return rv if isinstance(rv, int) else 0
+    return run_click(baseline_command, argv, prog_name="python -m baseline")
