@@ -1,9 +1,12 @@
 """The podium leaderboard: a Flask app built by ``create_app`` (flaskr's factory pattern)."""
 from __future__ import annotations
 
+import os
 import secrets
+import tempfile
 from pathlib import Path
 
+import sqlalchemy as sa
 from flask import Flask
 from sqlalchemy import event
 
@@ -18,16 +21,32 @@ UPLOAD_OVERHEAD = 2 * 1024 * 1024  # the history attachment (at most 1 MiB), the
 
 
 def _instance_secret(instance: Path, name: str, nbytes: int = 32) -> str:
-    """A secret kept in the instance folder, created (mode 0600) on first use."""
+    """A secret kept in the instance folder, created (mode 0600) on first use.
+
+    Several server processes may start together: the file appears atomically (a hard link of a
+    complete temporary file), so they all end up with the first process's value.
+    """
     path = instance / name
     if path.is_file():
         value = path.read_text(encoding="utf-8").strip()
         if value:
             return value
-    value = secrets.token_urlsafe(nbytes)
     instance.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(value + "\n", encoding="utf-8")
+    value = secrets.token_urlsafe(nbytes)
+    fd, tmp = tempfile.mkstemp(dir=instance, prefix=f".{name}-")  # mode 0600
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(value + "\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        existing = path.read_text(encoding="utf-8").strip()
+        if existing:
+            return existing
+        os.replace(tmp, path)  # an empty file left behind: ours replaces it
+        return value
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return value
 
 
@@ -38,8 +57,8 @@ def _sqlite_hooks(engine) -> None:
     def _connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=10000")  # first: switching to WAL may wait for a lock
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -92,21 +111,25 @@ def create_app(config: dict | None = None) -> Flask:
             _sqlite_hooks(db.engine)
         from leaderboard import models  # noqa: F401  (registers the tables)
 
-        db.create_all()
-        _ensure_settings()
+        _create_schema()
 
     _register_blueprints(app)
     return app
 
 
-def _ensure_settings() -> None:
+def _create_schema() -> None:
+    """Create the tables and the settings rows once, even when several server processes (gunicorn
+    workers) start on a new database together: on SQLite the check-and-create runs in one
+    ``BEGIN IMMEDIATE`` transaction, so the processes take turns."""
     from leaderboard.intake import BOARD_VERSION
     from leaderboard.models import Setting
 
-    for key, value in ((BOARD_VERSION, "0"), ("revealed", "0")):
-        if db.session.get(Setting, key) is None:
-            db.session.add(Setting(key=key, value=value))
-    db.session.commit()
+    with db.engine.connect().execution_options(podium_immediate=True) as conn, conn.begin():
+        db.metadata.create_all(conn)
+        present = set(conn.scalars(sa.select(Setting.key)))
+        missing = [{"key": k, "value": "0"} for k in (BOARD_VERSION, "revealed") if k not in present]
+        if missing:
+            conn.execute(sa.insert(Setting), missing)
 
 
 def _register_blueprints(app: Flask) -> None:
