@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
-from waitress import create_server
 
 from conftest import PODIUM, noisy_predictions, write_submission
 from harness.scoring import score_predictions
-from leaderboard import create_app
 from leaderboard.auth import create_team
-from leaderboard.extensions import db
 from leaderboard.intake import Upload, accept
+from live import LiveServer, make_test_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -30,32 +27,6 @@ pytestmark = [
 ]
 
 
-class LiveServer:
-    """waitress serving ``app`` on an ephemeral 127.0.0.1 port, in a thread of this process."""
-
-    def __init__(self, app):
-        self.app = app
-        self.server = create_server(app, host="127.0.0.1", port=0, threads=6)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.server.run()
-        except (OSError, ValueError):  # select() on the socket closed by stop()
-            if not self.stopping.is_set():
-                raise
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.server.close()
-        self.thread.join(timeout=10)
-        with self.app.app_context():
-            db.engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, digits_competition, digits_solution):
     """A served board with two teams: an ordinary one (token known) and one named like an XSS payload
@@ -63,19 +34,14 @@ def site(tmp_path_factory, digits_competition, digits_solution):
     root = tmp_path_factory.mktemp("browser")
     competition = root / "digits"
     shutil.copytree(digits_competition.root, competition)
-    app = create_app({
-        "COMPETITION_DIR": str(competition),
-        "INSTANCE_PATH": str(root / "instance"),
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{root / 'podium.sqlite3'}",
-        "WORKER_TOKEN": "browser-worker-token", "ADMIN_TOKEN": "a",
-    })
+    app = make_test_app(root, competition, SECRET_KEY=None, WORKER_TOKEN="browser-worker-token", ADMIN_TOKEN="a")
     with app.app_context():
         _, token = create_team("Gradient Descenders")
         xss_team, xss_token = create_team(XSS_NAME)
         csv = write_submission(root / "xss.csv", digits_solution.ids,
                                [digits_competition.classes[p] for p in noisy_predictions(digits_solution, 0.5, seed=9)])
         assert accept(xss_team, Upload("xss.csv", csv.read_bytes(), note=XSS_NAME)).status == "scored"
-    server = LiveServer(app)
+    server = LiveServer(app).start()
     yield {"url": server.url, "token": token, "xss_token": xss_token, "root": root,
            "worker_token": "browser-worker-token"}
     server.stop()

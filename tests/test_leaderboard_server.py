@@ -8,41 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 import sqlalchemy as sa
-from waitress import create_server
 
 from conftest import PODIUM, noisy_predictions, write_submission
 from leaderboard import create_app
 from leaderboard.auth import create_team
 from leaderboard.extensions import db
 from leaderboard.models import Submission
+from live import LiveServer
 
 pytestmark = pytest.mark.slow
-
-
-class LiveServer:
-    """waitress serving ``app`` on an ephemeral 127.0.0.1 port, in a thread."""
-
-    def __init__(self, app, threads: int = 8):
-        self.server = create_server(app, host="127.0.0.1", port=0, threads=threads)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.server.run()
-        except (OSError, ValueError):  # the loop's select() on a socket closed by __exit__
-            if not self.stopping.is_set():
-                raise
-
-    def __enter__(self) -> "LiveServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stopping.set()
-        self.server.close()
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -93,7 +67,7 @@ def test_cli_team_add_and_submit_against_a_real_server(instance, digits_solution
     bad = write_submission(tmp_path / "bad.csv", digits_solution.ids[:10], ["7"] * 10)
     history = tmp_path / "history.csv"
     history.write_text("epoch,train_loss,train_acc,val_loss,val_acc\n1,0.9,0.7,0.8,0.72\n2,0.5,0.85,0.6,0.8\n")
-    with LiveServer(app) as server:
+    with LiveServer(app, threads=8) as server:
         ok = run_podium("submit", str(good), "--server", server.url, "--token", token, "--note", "from the CLI",
                         "--history", str(history))
         refused = run_podium("submit", str(bad), "--server", server.url, "--token", token)

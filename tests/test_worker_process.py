@@ -19,49 +19,20 @@ import numpy as np
 import pytest
 import requests
 import sqlalchemy as sa
-from waitress import create_server
 
 from conftest import PODIUM
 from harness.competition import load_test, load_train
 from harness.submission import write_predictions_csv
-from leaderboard import create_app, jobs
+from leaderboard import jobs
 from leaderboard.auth import create_team
 from leaderboard.extensions import db
 from leaderboard.models import ScoringJob, Submission
+from live import LiveServer, make_test_app
 
 pytestmark = pytest.mark.slow
 
 WORKER_TOKEN = "worker-token-for-tests"
 WORKER_TIMEOUT_S = 240
-
-
-class LiveServer:
-    """waitress serving ``app`` on an ephemeral 127.0.0.1 port, in a thread of this process."""
-
-    def __init__(self, app, port: int = 0):
-        self.app = app
-        self.server = create_server(app, host="127.0.0.1", port=port, threads=6)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.server.run()
-        except (OSError, ValueError):  # select() on the socket closed by stop()
-            if not self.stopping.is_set():
-                raise
-
-    def start(self) -> "LiveServer":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.server.close()
-        self.thread.join(timeout=10)
-        with self.app.app_context():
-            db.engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -105,17 +76,8 @@ def ridge_csv(tmp_path_factory, ridge_checkpoint, digits_competition, digits_sol
 
 
 def make_app(tmp_path, digits_competition):
-    return create_app(
-        {
-            "COMPETITION_DIR": str(digits_competition.root),
-            "INSTANCE_PATH": str(tmp_path / "instance"),
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'podium.sqlite3'}",
-            "SECRET_KEY": "test-secret",
-            "WORKER_TOKEN": WORKER_TOKEN,
-            "ADMIN_TOKEN": "admin-token",
-            "JOB_LEASE_SECONDS": 5,  # heartbeats every 5/3 s: slack for a loaded CI machine
-        }
-    )
+    # JOB_LEASE_SECONDS 5: heartbeats every 5/3 s, slack for a loaded CI machine
+    return make_test_app(tmp_path, digits_competition.root, WORKER_TOKEN=WORKER_TOKEN, JOB_LEASE_SECONDS=5)
 
 
 @pytest.fixture

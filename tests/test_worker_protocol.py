@@ -18,13 +18,14 @@ import sqlalchemy as sa
 from safetensors.numpy import save as save_safetensors
 
 from harness.scoring import score_predictions
-from leaderboard import create_app, jobs
+from leaderboard import jobs
 from leaderboard.auth import create_team
 from leaderboard.extensions import db
 from leaderboard.intake import Upload, accept, used_today
 from leaderboard.models import ScoringJob, Submission
 
 from conftest import noisy_predictions
+from live import make_test_app
 
 WORKER_TOKEN = "worker-secret-token"
 AUTH = {"Authorization": f"Bearer {WORKER_TOKEN}"}
@@ -48,19 +49,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 def app(tmp_path, digits_competition, clock):
-    app = create_app(
-        {
-            "COMPETITION_DIR": str(digits_competition.root),
-            "INSTANCE_PATH": str(tmp_path / "instance"),
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'podium.sqlite3'}",
-            "SECRET_KEY": "test-secret",
-            "WORKER_TOKEN": WORKER_TOKEN,
-            "ADMIN_TOKEN": "admin-token",
-            "NOW": clock,
-            "JOB_LEASE_SECONDS": 60,
-            "JOB_MAX_ATTEMPTS": 2,
-        }
-    )
+    app = make_test_app(tmp_path, digits_competition.root, WORKER_TOKEN=WORKER_TOKEN, NOW=clock,
+                        JOB_LEASE_SECONDS=60, JOB_MAX_ATTEMPTS=2)
     yield app
     with app.app_context():
         db.engine.dispose()
