@@ -291,12 +291,14 @@ def heartbeat(job_id: int, key: str) -> dt.datetime | None:
 
 
 def _finish(
-    job_id: int, key: str, status: str | Callable[[ScoringJob], str], last_error: str | None = None, release: bool = False
+    job_id: int, key: str, status: str | Callable[[ScoringJob], str], last_error: str | None = None, release: bool = False,
+    extra: Callable[[ScoringJob], dict] | None = None,
 ) -> ScoringJob | None:
     """Move the job out of ``running`` if ``key`` holds its lease; the job, or None. Does not commit.
 
     ``status`` may be a function of the held job; ``release`` forgets the worker (a job that goes
-    back to the queue), otherwise its name stays on the job for the admin page.
+    back to the queue), otherwise its name stays on the job for the admin page; ``extra`` gives
+    more columns to set, from the held job.
     """
     _begin_write()
     now = utcnow()
@@ -307,6 +309,8 @@ def _finish(
               "last_error": last_error, "updated_at": now}
     if release:
         values["worker_name"] = None
+    if extra is not None:
+        values.update(extra(job))
     if not _conditional_update(job_id, _lease_conditions(job, now), **values):
         return None
     return db.session.get(ScoringJob, job_id, populate_existing=True)
@@ -358,6 +362,31 @@ def fail(job_id: int, key: str, error: str) -> Outcome:
         submission = db.session.get(Submission, job.submission_id)
         if submission is not None:
             submission.status = "queued"
+    db.session.commit()
+    return Outcome(True, job.status)
+
+
+def release(job_id: int, key: str) -> Outcome:
+    """The lease holder gives the job back unfinished (its worker is stopping): the job returns to
+    the queue at once, in its old place, and the attempt is not counted (``attempts`` goes back
+    down, so stopping workers never use up the job's ``max_attempts``).
+
+    ``created_at`` moves on by a microsecond, which keeps the job's place in the queue but changes
+    every later lease key: the next claim reuses this attempt number, and the key of the lease
+    given back must not become valid again.
+    """
+    def back_in_queue(held: ScoringJob) -> dict:
+        return {"attempts": max(0, held.attempts - 1),
+                "created_at": held.created_at + dt.timedelta(microseconds=1),
+                "last_error": f"given back by worker {held.worker_name} when it stopped (attempt not counted)"}
+
+    job = _finish(job_id, key, "queued", release=True, extra=back_in_queue)
+    if job is None:
+        db.session.rollback()
+        return Outcome(False, "lease not held")
+    submission = db.session.get(Submission, job.submission_id)
+    if submission is not None and submission.status == "running":
+        submission.status = "queued"
     db.session.commit()
     return Outcome(True, job.status)
 

@@ -6,6 +6,9 @@
     POST /api/jobs/<id>/heartbeat     extends the lease; 409 when it was lost
     POST /api/jobs/<id>/result        {"predictions": [...]} | {"errors": [...]} | {"failure": "..."}
                                       accepted once from the lease holder; 409 otherwise
+    POST /api/jobs/<id>/release       the lease holder gives the job back unfinished (a worker that
+                                      is stopping): queued again at once, the attempt not counted;
+                                      409 when the lease is not held
 
 Workers send predictions (class indices in test.npz row order); the server scores them.
 """
@@ -62,6 +65,7 @@ def claim() -> Response:
             "file_url": url_for("jobs_api.job_file", job_id=won.job_id),
             "heartbeat_url": url_for("jobs_api.heartbeat", job_id=won.job_id),
             "result_url": url_for("jobs_api.result", job_id=won.job_id),
+            "release_url": url_for("jobs_api.release", job_id=won.job_id),
             "test_data_url": url_for("jobs_api.test_data"),
             "test_data_version": _test_data_version(),
         }
@@ -194,3 +198,12 @@ def result(job_id: int) -> Response:
     if not outcome.accepted:
         return _error(409, "The result was not accepted: " + outcome.status + ".")
     return jsonify({"status": outcome.status, "messages": list(outcome.messages)})
+
+
+@jobs_api.post("/<int:job_id>/release")
+@require_worker
+def release(job_id: int) -> Response:
+    outcome = jobs.release(job_id, request.headers.get(LEASE_HEADER, ""))
+    if not outcome.accepted:
+        return _error(409, "This worker does not hold the lease on that job (expired, finished or re-claimed).")
+    return jsonify({"status": outcome.status})

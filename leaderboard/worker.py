@@ -9,6 +9,11 @@ team's fault) is posted as ``{"errors": [...]}``; anything else that breaks is p
 without costing the team). Network trouble and server errors are retried with capped exponential
 backoff. One log line per job.
 
+Stopped by SIGINT (Ctrl-C) or SIGTERM (``kill``), the worker gives the job it holds back to the
+server (``POST /api/jobs/<id>/release``): the job is queued again at once instead of waiting for
+its lease to run out, and the attempt is not counted. A second signal while it does so stops it
+at once (the lease then runs out as after a crash).
+
 ``PODIUM_WORKER_PAUSE_AFTER_CLAIM`` (seconds) makes the worker wait, heartbeating, after each
 claim: a real, slow job for tests and for rehearsing a worker crash.
 """
@@ -19,6 +24,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -56,6 +62,22 @@ class WorkerUnusable(Exception):
 
 class LeaseLost(Exception):
     """The server says this worker no longer holds the job (409)."""
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGINT arrived: stop, giving back the job in hand. A KeyboardInterrupt, so no
+    ``except Exception`` on the way swallows it."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+def _raise_stopped(signum: int, frame) -> None:
+    raise Stopped(signum)
+
+
+RELEASE_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -97,17 +119,19 @@ class JobClient:
         which already carry any mount prefix) is relative to its origin."""
         return urljoin(self.server, path)
 
-    def request(self, method: str, path: str, lease: str | None = None, retries: int | None = None, **kw) -> requests.Response:
+    def request(self, method: str, path: str, lease: str | None = None, retries: int | None = None,
+                timeout: float | None = None, **kw) -> requests.Response:
         """One request, retried with backoff on connection errors and 5xx/429; 409 -> LeaseLost;
         another 4xx -> ServerRefused."""
         headers = kw.pop("headers", {})
+        timeout = self.timeout if timeout is None else timeout
         if lease:
             headers[LEASE_HEADER] = lease
         backoff = Backoff()
         attempts = self.retries if retries is None else retries
         for attempt in range(attempts + 1):
             try:
-                response = self.session.request(method, self.url(path), headers=headers, timeout=self.timeout, **kw)
+                response = self.session.request(method, self.url(path), headers=headers, timeout=timeout, **kw)
             except requests.RequestException as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
@@ -146,6 +170,11 @@ class JobClient:
 
     def post_result(self, job: dict, body: Any) -> dict:
         return self.request("POST", job["result_url"], lease=job["lease"], json=body).json()
+
+    def release(self, job: dict) -> dict:
+        """Give the job back unfinished: one quick try and one retry, since the worker is stopping."""
+        path = job.get("release_url") or f"api/jobs/{job['id']}/release"
+        return self.request("POST", path, lease=job["lease"], retries=1, timeout=RELEASE_TIMEOUT_S / 2).json()
 
 
 def _errors(response: requests.Response) -> str:
@@ -279,6 +308,9 @@ class Worker:
         except WorkerUnusable:
             verdict = "failed -> given back (this worker cannot run models)"
             raise
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (Stopped): hand the job back before going
+            verdict = self.give_back(job)
+            raise
         finally:
             log.info(
                 "job %s submission %s attempt %s sha256 %s: %s in %.1fs",
@@ -286,6 +318,16 @@ class Worker:
                 time.monotonic() - started,
             )
         return True
+
+    def give_back(self, job: dict) -> str:
+        """Release the job to the server's queue; a word on how that went, for the log line."""
+        try:
+            reply = self.client.release(job)
+        except LeaseLost:
+            return "stopped; the job was no longer ours (finished, expired or re-claimed)"
+        except (ServerRefused, ConnectionError, requests.RequestException) as exc:
+            return f"stopped; could not give the job back ({exc}): its lease will expire"
+        return f"stopped -> given back to the queue ({reply.get('status', '?')}, attempt not counted)"
 
     def run_forever(self, once: bool = False, drain: bool = False, stop: threading.Event | None = None) -> int:
         """Claim and run jobs until stopped; ``once``: at most one job; ``drain``: until the queue is
@@ -338,9 +380,10 @@ def default_name() -> str:
 def worker_command(server: str, token: str, device: str | None, once: bool, drain: bool, poll: float, name: str | None, cache: Path | None) -> int:
     """Claim checkpoint jobs from a leaderboard server, run them, and post the predictions.
 
-    Exit codes: 0 done (--once, --drain) or stopped; 1 the server stayed unreachable (--once,
-    --drain); 2 the server refused the token; 3 this machine cannot run models as asked (e.g.
-    --device cuda without a GPU: the job is given back first).
+    Exit codes: 0 done (--once, --drain); 1 the server stayed unreachable (--once, --drain); 2 the
+    server refused the token; 3 this machine cannot run models as asked (e.g. --device cuda without
+    a GPU: the job is given back first); 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM: a job in
+    hand is given back to the queue first.
     """
     if name is not None and not WORKER_NAME.match(name):
         raise click.BadParameter("use 1-100 letters, digits or . _ @ : + -", param_hint="--name")
@@ -358,8 +401,24 @@ def worker_command(server: str, token: str, device: str | None, once: bool, drai
             pause_after_claim=pause,
         )
         log.info("worker %s serving %s (device %s)", worker.name, server, device or "auto")
+        previous = _install_stop_handlers()
         try:
             return worker.run_forever(once=once, drain=drain)
-        except KeyboardInterrupt:
-            log.info("worker %s stopped", worker.name)
-            return 130
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+            log.info("worker %s stopped by %s", worker.name, signal.Signals(signum).name)
+            return 128 + signum
+        finally:
+            _restore_handlers(previous)
+
+
+def _install_stop_handlers() -> dict:
+    """SIGTERM and SIGINT raise ``Stopped`` in the main thread (where the job runs)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, _raise_stopped) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore_handlers(previous: dict) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
