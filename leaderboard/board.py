@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, render_template, send_file
+from flask import Blueprint, abort, render_template, request, send_file
 from markupsafe import Markup
 
 from leaderboard.auth import is_admin, session_team
@@ -11,10 +11,12 @@ from leaderboard.intake import storage_path
 from leaderboard.models import Submission, Team
 from leaderboard.ranking import is_revealed, team_finals, versioned_board
 from leaderboard.state import current_competition, podium_state
-from leaderboard.views import epoch_ticks, line_chart, time_label
+from leaderboard.views import epoch_ticks, line_chart, max_epoch_ticks, time_label, time_tick_label
 from leaderboard.visibility import visible_result
 
 bp = Blueprint("board", __name__)
+
+SPLITS = {"public": "public", "private": "private", "all": "all rows"}
 
 
 @bp.get("/")
@@ -45,7 +47,8 @@ def team(slug: str):
     ranked = [(s.created_at.timestamp(), round(s.public_score, 4)) for s in scored if not s.late]
     late = [(s.created_at.timestamp(), round(s.public_score, 4)) for s in scored if s.late]
     series = [("public score", ranked)] + ([("late", late)] if late else [])
-    chart = line_chart(series, x_label=time_label, y_label=lambda y: f"{y:.4f}")
+    chart = line_chart(series, x_label=time_label, y_label=lambda y: f"{y:.4f}",
+                       x_tick_label=time_tick_label([t for _, pts in series for t, _ in pts]), x_title="time (UTC)")
     finals = team_finals(team.id, current_competition().final_selections) if owner else set()
     shown = subs if owner else scored
     return render_template(
@@ -71,12 +74,13 @@ def _history_view(submission: Submission):
     history = read_history(submission.history_csv.encode("utf-8"))
     epochs = [float(row["epoch"]) for row in history]
     col = history.column
-    ticks = epoch_ticks(epochs)
-    label = lambda x: f"epoch {x:g}"  # noqa: E731
+    ticks = epoch_ticks(epochs, max_epoch_ticks(max(epochs, default=1)))
+    axis = {"x_label": lambda x: f"epoch {x:g}", "x_tick_label": lambda x: f"{x:g}", "x_values": ticks,
+            "x_title": "epoch"}
     loss = line_chart([("train loss", list(zip(epochs, col("train_loss")))),
-                       ("val loss", list(zip(epochs, col("val_loss"))))], x_label=label, x_values=ticks)
+                       ("val loss", list(zip(epochs, col("val_loss"))))], **axis)
     acc = line_chart([("train accuracy", list(zip(epochs, col("train_acc")))),
-                      ("val accuracy", list(zip(epochs, col("val_acc"))))], x_label=label, x_values=ticks)
+                      ("val accuracy", list(zip(epochs, col("val_acc"))))], **axis)
     return {"loss": loss, "acc": acc, "diagnosis": diagnose(history), "epochs": len(history)}
 
 
@@ -85,9 +89,16 @@ def submission(submission_id: int):
     sub = _viewable_submission(submission_id)
     team = db.session.get(Team, sub.team_id)
     revealed = is_revealed()
+    result = visible_result(sub, revealed)
+    # The per-class table and the heat map of one split: public by default; private or all rows only
+    # once revealed (visible_result holds nothing else before), so ?split=private asks for nothing.
+    splits = [s for s in SPLITS if result is not None and s in result]
+    split = request.args.get("split", "public")
+    if split not in splits:
+        split = "public"
     return render_template(
-        "submission.html", sub=sub, team=team, result=visible_result(sub, revealed), revealed=revealed,
-        history=_history_view(sub), classes=current_competition().classes,
+        "submission.html", sub=sub, team=team, result=result, revealed=revealed, splits=splits, split=split,
+        split_names=SPLITS, history=_history_view(sub), classes=current_competition().classes,
     )
 
 
