@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -22,11 +21,10 @@ import pytest
 import requests
 import sqlalchemy as sa
 from safetensors.numpy import save as save_safetensors
-from waitress import create_server
 
 from conftest import PODIUM, noisy_predictions, write_submission
+from live import LiveServer, make_test_app
 from harness.competition import PRIVATE, PUBLIC
-from leaderboard import create_app
 from leaderboard.auth import create_team
 from leaderboard.extensions import db
 from leaderboard.intake import Upload, accept
@@ -43,41 +41,11 @@ WIDTHS = {"desktop": 1280, "phone": 390}
 # --- helpers --------------------------------------------------------------------------------------
 
 def make_app(root: Path, competition_dir: Path, **extra):
-    return create_app({
-        "COMPETITION_DIR": str(competition_dir),
-        "INSTANCE_PATH": str(root / "instance"),
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{root / 'podium.sqlite3'}",
-        "SECRET_KEY": "polish-secret",
-        "ADMIN_TOKEN": ADMIN,
-        "WORKER_TOKEN": WORKER,
-        **extra,
-    })
+    return make_test_app(root, competition_dir, ADMIN_TOKEN=ADMIN, WORKER_TOKEN=WORKER, **extra)
 
 
-class Served:
-    """waitress serving ``app`` on an ephemeral 127.0.0.1 port, in a thread of this process."""
-
-    def __init__(self, app):
-        self.app = app
-        self.server = create_server(app, host="127.0.0.1", port=0, threads=4)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.server.run()
-        except (OSError, ValueError):  # select() on the socket closed by stop()
-            if not self.stopping.is_set():
-                raise
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.server.close()
-        self.thread.join(timeout=10)
-        with self.app.app_context():
-            db.engine.dispose()
+def served(app) -> LiveServer:
+    return LiveServer(app, threads=4).start()
 
 
 def history_csv(epochs: int) -> bytes:
@@ -313,7 +281,7 @@ def test_a_stopped_worker_process_gives_its_job_back_at_once(tmp_path, digits_co
     # A 10-minute lease: if the job comes back, the worker gave it back; expiry cannot explain it.
     app = make_app(tmp_path, digits_competition.root, JOB_LEASE_SECONDS=600)
     sub_id = queue_one_checkpoint(app, "Stoppers")
-    server = Served(app)
+    server = served(app)
     worker = subprocess.Popen(
         [*PODIUM, "worker", "--server", server.url, "--token", WORKER, "--poll", "0.2", "--name", "stopping"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -345,8 +313,8 @@ def test_a_stopped_worker_process_gives_its_job_back_at_once(tmp_path, digits_co
         assert (row.status, row.attempts, row.worker_name, row.lease_expires_at) == ("queued", 0, None, None)
         assert submission_of(app, sub_id).status == "queued"
         # The next worker gets it straight away, as its first attempt.
-        reply = requests.post(f"{server.url}/api/jobs/claim", json={"worker": "next"},
-                              headers={"Authorization": f"Bearer {WORKER}"}, timeout=30)
+        reply = requests.post(f"{server.url}/api/jobs/claim", json={"worker": "next"}, timeout=30,
+                              headers={"Authorization": f"Bearer {WORKER}", "Connection": "close"})
         assert reply.status_code == 200 and reply.json()["submission_id"] == sub_id and reply.json()["attempt"] == 1
     finally:
         server.stop()
@@ -355,7 +323,7 @@ def test_a_stopped_worker_process_gives_its_job_back_at_once(tmp_path, digits_co
 @pytest.mark.slow
 def test_an_idle_worker_stops_cleanly_on_sigterm(tmp_path, digits_competition):
     app = make_app(tmp_path, digits_competition.root)
-    server = Served(app)
+    server = served(app)
     worker = subprocess.Popen(
         [*PODIUM, "worker", "--server", server.url, "--token", WORKER, "--poll", "0.2", "--name", "idle"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -402,7 +370,7 @@ def site(tmp_path_factory, digits_competition, digits_solution):
         accept(owls, Upload("queued.safetensors", fake_checkpoint(7)))
         history_sub = db.session.scalar(sa.select(Submission.id).where(Submission.history_csv.is_not(None)))
         slug = owls.slug
-    server = Served(app)
+    server = served(app)
     requests.post(f"{server.url}/api/jobs/claim", json={"worker": "gpu-box-1"},
                   headers={"Authorization": f"Bearer {WORKER}"}, timeout=30)
     bad = write_submission(root / "bad.csv", ["nope", "nope"], ["seven", "3"])
