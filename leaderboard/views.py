@@ -115,12 +115,15 @@ def line_chart(
     points = [p for _, pts in series for p in pts if p[1] is not None and math.isfinite(p[1])]
     if not points:
         return None
-    left, right, top, bottom = MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM
+    ys = nice_ticks(min(p[1] for p in points), max(p[1] for p in points))
+    y_texts = tick_text(ys)
+    y0, y1 = ys[0], ys[-1]
+    # Room on the left for the widest y label (e.g. 0.9015 on a team's close scores).
+    left = max(MARGIN_LEFT, math.ceil(max(text_width(t) for t in y_texts)) + 8)
+    right, top, bottom = MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM
     x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
     if x1 == x0:
         x0, x1 = x0 - 1, x1 + 1
-    ys = nice_ticks(min(p[1] for p in points), max(p[1] for p in points))
-    y0, y1 = ys[0], ys[-1]
     sx = lambda x: left + (x - x0) / (x1 - x0) * (width - left - right)  # noqa: E731
     sy = lambda y: height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)  # noqa: E731
     out = []
@@ -131,7 +134,7 @@ def line_chart(
         d = " ".join(f"{'M' if j == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for j, (x, y) in enumerate(pts))
         marks = tuple((round(sx(x), 1), round(sy(y), 1), f"{name}: {y_label(y)} at {x_label(x)}") for x, y in pts)
         out.append(Series(name=name, color=COLORS[i % len(COLORS)], path=d, points=marks))
-    yticks = tuple((round(sy(y), 1), text) for y, text in zip(ys, tick_text(ys)))
+    yticks = tuple((round(sy(y), 1), text) for y, text in zip(ys, y_texts))
     ticks = x_values if x_values is not None else [x0 + k * (x1 - x0) / 2 for k in range(3)]
     xticks, seen = [], set()
     for x in ticks:
@@ -153,16 +156,6 @@ def max_epoch_ticks(last_epoch: float, width: int = CHART_W) -> int:
     plot = width - MARGIN_LEFT - MARGIN_RIGHT
     per_label = text_width(f"{last_epoch:.0f}") + TICK_GAP
     return max(1, min(MAX_XTICKS, int(plot // per_label) - 1))
-
-
-def label_extents(xticks) -> list[tuple[float, float]]:
-    """Where each (x, label, anchor) tick label starts and ends in SVG units (estimated widths)."""
-    out = []
-    for x, text, anchor in xticks:
-        w = text_width(text)
-        start = x if anchor == "start" else (x - w if anchor == "end" else x - w / 2)
-        out.append((start, start + w))
-    return out
 
 
 def epoch_ticks(epochs: list[float], max_ticks: int = MAX_XTICKS) -> list[int]:

@@ -29,7 +29,7 @@ from leaderboard.auth import create_team
 from leaderboard.extensions import db
 from leaderboard.intake import Upload, accept
 from leaderboard.models import ScoringJob, Submission, Team
-from leaderboard.views import epoch_ticks
+from leaderboard.views import epoch_ticks, line_chart
 
 ADMIN = "polish-admin-token"
 WORKER = "polish-worker-token"
@@ -133,6 +133,20 @@ def test_submission_page_curve_labels_do_not_overlap(tmp_path, digits_competitio
             assert start - end >= font / 2, f"{epochs} epochs: tick labels {ticks} overlap or touch"
         assert spans[0][0] >= 0 and spans[-1][1] <= width
     assert "x axis: epoch" in page and f"epoch {epochs}" in page  # the axis is named; tooltips too
+
+
+@pytest.mark.parametrize("values", [(0.05, 2.25), (0.9012, 0.9031), (0.3, 0.98), (0.5, 0.5), (120.0, 80000.0), (0.0, 1e-4)])
+def test_y_ticks_are_round_never_below_zero_for_positive_data_and_fit_left_of_the_axis(values):
+    chart = line_chart([("s", [(1.0, values[0]), (2.0, values[1])])])
+    texts = [text for _, text in chart.yticks]
+    numbers = [float(t) for t in texts]
+    assert 2 <= len(texts) <= 5 and len(set(texts)) == len(texts)  # distinct labels, none repeated by rounding
+    assert numbers[0] <= min(values) and numbers[-1] >= max(values) and numbers[0] >= 0
+    steps = {round(b - a, 12) for a, b in zip(numbers, numbers[1:])}
+    assert len(steps) == 1 and re.fullmatch(r"(1|2|2\.5|5)(e[-+]?\d+)?", f"{steps.pop() / 10 ** np.floor(np.log10(numbers[1] - numbers[0])):g}")
+    font = chart.tick_font
+    for text in texts:  # each label ends 4 units left of the axis and must start inside the picture
+        assert chart.left - 4 - len(text) * 0.62 * font >= 0, text
 
 
 # --- 2. the per-class table and heat map of each split --------------------------------------------
