@@ -459,9 +459,13 @@ PAGE_CHECK = """() => {
   // A label's text stays one flowing sentence (not one grid cell per <code>).
   for (const code of document.querySelectorAll('form label code'))
     if (getComputedStyle(code.parentElement).display === 'grid') out.problems.push('label text cut into grid cells');
-  // The board's score is on screen without scrolling the table sideways.
+  // The board's score and a submission's metrics are on screen without scrolling a table sideways.
   const score = document.querySelector('table.board thead th.num');
   if (score && score.getBoundingClientRect().right > window.innerWidth) out.problems.push('board score column off screen');
+  for (const th of document.querySelectorAll('table.scores thead th')) {
+    const r = th.getBoundingClientRect();
+    if (r.width > 0 && r.right > window.innerWidth) out.problems.push('metric off screen: ' + th.textContent);
+  }
   // Buttons and links in the navigation big enough to hit with a thumb.
   for (const el of document.querySelectorAll('header nav a, header nav button, .splits a')) {
     const r = el.getBoundingClientRect();
