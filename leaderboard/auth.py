@@ -75,7 +75,9 @@ def reset_token(team: Team) -> str:
 def team_for_token(token: str) -> Team | None:
     """The team a token belongs to, or None. Tokens look like ``<team id>.<secret>``."""
     team_id, dot, _ = token.partition(".")
-    if not dot or not team_id.isdigit():
+    # ASCII digits only, and a number an INTEGER column can hold: "\u00b2" passes str.isdigit() but
+    # int() refuses it, a 20-digit id overflows SQLite; either was a 500 instead of a 401.
+    if not dot or not re.fullmatch(r"[0-9]{1,18}", team_id):
         return None
     team = db.session.get(Team, int(team_id))
     if team is None or not check_password_hash(team.token_hash, token):

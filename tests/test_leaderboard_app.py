@@ -348,6 +348,14 @@ def test_api_errors_are_json_never_tracebacks(tmp_path, competition, clock, digi
     assert client.get("/api/submissions/999").get_json() == {"errors": ["There is nothing here."]}
 
 
+@pytest.mark.parametrize("token", ["\u00b2.secret", "99999999999999999999.secret", "1" * 5000 + ".secret"])
+def test_a_malformed_team_token_is_a_401_not_a_500(app, token):
+    """A token whose id part is a Unicode digit, overflows an INTEGER or is too long for int()."""
+    response = api_submit(app.test_client(), token, b"id,label\n")
+    assert response.status_code == 401
+    assert response.get_json() == {"errors": ["A valid team token is required (Authorization: Bearer <team token>)."]}
+
+
 def test_history_attached_shows_curves_and_diagnosis(app, digits_solution):
     _, token = add_team(app, "Owls")
     client = app.test_client()
