@@ -57,7 +57,8 @@ def score_predictions(
             f"{int(bad.sum())} test image(s) have no valid prediction; every prediction must be a class "
             f"index from 0 to {k - 1}."
         )
-    truth, pred, usage = solution.labels[scored], predictions[scored], solution.usage[scored]
+    truth, pred = solution.labels[scored], predictions[scored]
+    usage = solution.usage[scored].astype(np.int64)  # int8 on disk: usage * K*K overflows it from K = 12
     # One pass builds the per-split matrices: index = usage * K*K + true * K + pred.
     cms = np.bincount(usage * (k * k) + truth * k + pred, minlength=2 * k * k).reshape(2, k, k)
     parts = {"public": cms[PUBLIC], "private": cms[PRIVATE], "all": cms[PUBLIC] + cms[PRIVATE]}

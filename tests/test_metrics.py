@@ -110,3 +110,28 @@ def test_bootstrap_ci_is_seeded():
 def test_unknown_metric_names_the_choices():
     with pytest.raises(ValueError, match="accuracy"):
         hm.metric_function("auc")
+
+
+@pytest.mark.parametrize("k", [2, 10, 12, 100])
+def test_score_predictions_splits_match_per_split_confusion_matrices(k):
+    """Regression: the usage column is int8, and usage * K*K overflowed it for K >= 12."""
+    from pathlib import Path
+
+    from harness.competition import IGNORED, PRIVATE, PUBLIC, Competition, Solution
+    from harness.scoring import score_predictions
+
+    rng = np.random.default_rng(k)
+    n = 600
+    usage = rng.choice([PUBLIC, PRIVATE, IGNORED], size=n).astype(np.int8)
+    labels = np.where(usage == IGNORED, -1, rng.integers(0, k, n))
+    solution = Solution(ids=tuple(f"i{r}" for r in range(n)), labels=labels, usage=usage)
+    competition = Competition(root=Path("."), name="c", title="c", classes=tuple(f"c{i}" for i in range(k)))
+    preds = np.where(rng.random(n) < 0.7, np.maximum(labels, 0), rng.integers(0, k, n))
+    report = score_predictions(preds, solution, competition, resamples=0)
+    for name, code in (("public", PUBLIC), ("private", PRIVATE)):
+        rows = usage == code
+        expected = hm.confusion_matrix(labels[rows], preds[rows], k)
+        np.testing.assert_array_equal(report.split(name).confusion_matrix, expected)
+        assert report.split(name).accuracy == pytest.approx(skm.accuracy_score(labels[rows], preds[rows]))
+    scored = usage != IGNORED
+    np.testing.assert_array_equal(report.all.confusion_matrix, hm.confusion_matrix(labels[scored], preds[scored], k))
