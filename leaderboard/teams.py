@@ -81,7 +81,7 @@ def finals():
     error = None
     status = 200
     if request.method == "POST":
-        chosen = {int(v) for v in request.form.getlist("selected") if v.isdigit()}
+        chosen = {int(v) for v in request.form.getlist("selected") if v.isascii() and v.isdigit()}  # not "\u00b2"
         if len(chosen) > k:
             error, status = f"Choose at most {k} final submission{'s' if k != 1 else ''}.", 422
         else:

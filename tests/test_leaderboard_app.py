@@ -222,6 +222,17 @@ def test_finals_default_to_best_public_and_can_be_chosen(app, digits_solution, c
     assert rival.post("/finals", data={"selected": [str(ids[0])]}).status_code == 422
 
 
+def test_finals_form_with_a_non_ascii_digit_is_not_a_500(app, digits_solution):
+    _, token = add_team(app, "Owls")
+    client = app.test_client()
+    login(client, "Owls", token)
+    sub_id = api_submit(client, token, csv_bytes(digits_solution, predictions_with(digits_solution, 0.9, 0.9))).get_json()["id"]
+    # "\u00b2" passes str.isdigit() and int() refuses it: the value is no submission id, so it is ignored.
+    assert client.post("/finals", data={"selected": [str(sub_id), "\u00b2"]}).status_code == 302
+    with app.app_context():
+        assert db.session.get(Submission, sub_id).selected
+
+
 def test_ties_go_to_the_earlier_submission(app, digits_solution, clock):
     pred = csv_bytes(digits_solution, predictions_with(digits_solution, 0.8, 0.8))
     _, late_token = add_team(app, "Later")
