@@ -67,9 +67,10 @@ def _decode(data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        at = exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)  # utf-8-sig counts after the BOM
+        line = data[:at].count(b"\n") + 1
         raise SubmissionError(
-            f"line {line}: byte 0x{data[exc.start]:02x} is not valid UTF-8. Save the file as UTF-8 "
+            f"line {line}: byte 0x{data[at]:02x} is not valid UTF-8. Save the file as UTF-8 "
             "(class names and ids are plain ASCII, so this is usually a stray character or another encoding)."
         ) from None
 

@@ -126,6 +126,13 @@ def test_not_utf8_names_the_line(tmp_path, digits_competition, rows, capsys):
     assert message.startswith("line 10: byte 0xe9 is not valid UTF-8.")
 
 
+def test_not_utf8_after_a_bom_names_the_line_and_byte(tmp_path, digits_competition, rows, capsys):
+    """Regression: with a UTF-8 BOM the error's offset is after the BOM; the line and byte were off."""
+    data = csv_bytes(rows).replace(rows[8][0].encode(), rows[8][0][:4].encode() + b"\xe9" + rows[8][0][5:].encode())
+    message = one_message(tmp_path, digits_competition, b"\xef\xbb\xbf" + data, capsys)
+    assert message.startswith("line 10: byte 0xe9 is not valid UTF-8.")
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
 def test_utf16_says_so(tmp_path, digits_competition, rows, encoding, capsys):
     data = csv_bytes(rows).decode().encode(encoding)
