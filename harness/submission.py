@@ -94,6 +94,8 @@ def _label_error(line: int, id_: str, label: str, classes: tuple[str, ...]) -> s
     except ValueError:
         number = None
     if number is not None:
+        if number.is_integer() and 0 <= number < k:
+            return f"line {line}: label {_show(label)} is not written as a class index; write it as {int(number)}."
         if number.is_integer():
             return f"line {line}: label {_show(label)} is out of range; class indices run from 0 to {k - 1}."
         return f"line {line}: label {_show(label)} is not a whole number; class indices run from 0 to {k - 1}."

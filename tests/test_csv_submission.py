@@ -110,6 +110,8 @@ def test_unknown_id(tmp_path, digits_competition, rows, capsys):
         ("12", 'label "12" is out of range; class indices run from 0 to 9.'),
         ("-1", 'label "-1" is out of range; class indices run from 0 to 9.'),
         ("2.5", 'label "2.5" is not a whole number'),
+        ("3.0", 'label "3.0" is not written as a class index; write it as 3.'),
+        ("03", 'label "03" is not written as a class index; write it as 3.'),
         ("", "is empty; give a class name or index."),
     ],
 )
