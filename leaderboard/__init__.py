@@ -9,6 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from flask import Flask
 from sqlalchemy import event
+from werkzeug.routing import IntegerConverter
 
 from harness.competition import load_competition, load_solution
 from leaderboard.extensions import csrf, db
@@ -50,6 +51,15 @@ def _instance_secret(instance: Path, name: str, nbytes: int = 32) -> str:
     return value
 
 
+class DatabaseId(IntegerConverter):
+    """``<int:...>`` in our routes: at most a signed 64-bit integer, the largest id a database
+    column holds, so ``/submissions/99999999999999999999`` is a 404 rather than an overflow (500)."""
+
+    def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = 2**63 - 1,
+                 signed: bool = False) -> None:
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
 def _sqlite_hooks(engine) -> None:
     """WAL, a 5 s busy timeout, and our own BEGIN (IMMEDIATE when a write must not race)."""
 
@@ -75,6 +85,7 @@ def create_app(config: dict | None = None) -> Flask:
     instance = config.pop("INSTANCE_PATH", None)
     app = Flask(__name__, instance_path=str(Path(instance).resolve()) if instance else None,
                 instance_relative_config=True)
+    app.url_map.converters["int"] = DatabaseId
     instance_dir = Path(app.instance_path)
     instance_dir.mkdir(parents=True, exist_ok=True)
     app.config.update(

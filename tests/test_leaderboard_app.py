@@ -367,6 +367,18 @@ def test_a_malformed_team_token_is_a_401_not_a_500(app, token):
     assert response.get_json() == {"errors": ["A valid team token is required (Authorization: Bearer <team token>)."]}
 
 
+def test_an_id_too_large_for_the_database_is_a_404_not_a_500(app):
+    """Every ``<int:...>`` route: an id beyond 64 bits used to overflow SQLite's INTEGER (a 500)."""
+    client = app.test_client()
+    huge = "9" * 20
+    assert client.get(f"/submissions/{huge}").status_code == 404
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    assert client.get(f"/api/submissions/{huge}", headers=admin).get_json() == {"errors": ["There is nothing here."]}
+    worker = {"Authorization": f"Bearer {WORKER}", "X-Podium-Lease": "x"}
+    assert client.post(f"/api/jobs/{huge}/heartbeat", headers=worker).status_code == 404
+    assert client.get(f"/submissions/{2**63 - 1}").status_code == 404  # the largest id still routes
+
+
 def test_history_attached_shows_curves_and_diagnosis(app, digits_solution):
     _, token = add_team(app, "Owls")
     client = app.test_client()
