@@ -10,11 +10,11 @@ from harness.errors import PodiumError
 
 
 def _config(competition: str, db: str | None, instance: str | None) -> dict:
-    config: dict = {"COMPETITION_DIR": competition}
+    """The app's config for every command: the instance folder defaults to ``./instance`` for all
+    of them (not Flask's folder beside the package), so ``team add`` writes where ``serve`` reads."""
+    config: dict = {"COMPETITION_DIR": competition, "INSTANCE_PATH": instance or "instance"}
     if db:
         config["SQLALCHEMY_DATABASE_URI"] = db
-    if instance:
-        config["INSTANCE_PATH"] = instance
     return config
 
 
@@ -43,7 +43,6 @@ def serve_command(competition: str, db: str | None, instance: str | None, host: 
     from leaderboard import _instance_secret, create_app
 
     config = _config(competition, db, instance)
-    config["INSTANCE_PATH"] = instance or "instance"
     instance_dir = Path(config["INSTANCE_PATH"]).resolve()
     config["ADMIN_TOKEN"] = admin_token or _instance_secret(instance_dir, "admin_token")
     config["WORKER_TOKEN"] = worker_token or _instance_secret(instance_dir, "worker_token")

@@ -13,7 +13,7 @@ from conftest import PODIUM, noisy_predictions, write_submission
 from leaderboard import create_app
 from leaderboard.auth import create_team
 from leaderboard.extensions import db
-from leaderboard.models import Submission
+from leaderboard.models import Submission, Team
 from live import LiveServer
 
 pytestmark = pytest.mark.slow
@@ -81,6 +81,24 @@ def test_cli_team_add_and_submit_against_a_real_server(instance, digits_solution
     with app.app_context():
         sub = db.session.scalars(sa.select(Submission).where(Submission.status == "scored")).one()
         assert sub.note == "from the CLI" and sub.history_csv.startswith("epoch,")
+
+
+def test_cli_team_add_without_instance_uses_the_current_folder_like_serve(instance, tmp_path):
+    """``--instance`` defaults to ./instance for every command; team add used Flask's folder beside
+    the leaderboard package, so a team added from another folder never reached ``podium serve``."""
+    competition, _ = instance
+    cwd = tmp_path / "organizer"
+    cwd.mkdir()
+    added = subprocess.run([*PODIUM, "team", "add", "Here", "--competition", str(competition)], cwd=cwd,
+                           capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0, added.stderr
+    assert (cwd / "instance" / "podium.sqlite3").is_file()
+    app = create_app({"COMPETITION_DIR": str(competition), "INSTANCE_PATH": str(cwd / "instance")})
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Team)) == 1
+    listed = subprocess.run([*PODIUM, "team", "list", "--competition", str(competition)], cwd=cwd,
+                            capture_output=True, text=True, timeout=120)
+    assert "here\t0 submissions\tHere" in listed.stdout
 
 
 def test_podium_serve_generates_tokens_and_serves(instance):
