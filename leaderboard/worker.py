@@ -156,7 +156,8 @@ class JobClient:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
         try:
-            with self.request("GET", path, lease=lease, stream=True) as response, os.fdopen(fd, "wb") as fh:
+            # The file object first: it closes the descriptor even when the request fails.
+            with os.fdopen(fd, "wb") as fh, self.request("GET", path, lease=lease, stream=True) as response:
                 for chunk in response.iter_content(1 << 20):
                     fh.write(chunk)
             os.replace(tmp, dest)

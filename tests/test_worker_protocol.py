@@ -325,6 +325,27 @@ def test_the_worker_client_joins_urls_under_a_mount_prefix():
     client.session.close()
 
 
+def test_a_failed_download_leaves_no_open_file_or_partial_file(tmp_path):
+    """The temporary file's descriptor was opened before the request and leaked when the request
+    failed (a lost lease, an unreachable server): one descriptor per failed job in a long-lived worker."""
+    import os
+    import socket
+
+    from leaderboard.worker import JobClient
+
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = JobClient(f"http://127.0.0.1:{port}", "t", timeout=2, retries=0)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with pytest.raises(ConnectionError):
+            client.download("api/jobs/1/file", tmp_path / "job.bin", lease="k")
+    client.session.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_worker_backoff_doubles_up_to_its_cap():
     from leaderboard.worker import Backoff
 
