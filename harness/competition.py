@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import math
 import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -111,9 +112,29 @@ class Solution:
 
 
 def _float_triple(value, what: str) -> tuple[float, float, float]:
-    if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
+    if not (isinstance(value, list) and len(value) == 3 and all(_is_number(v) for v in value)):
         raise CompetitionError(f"competition.toml: {what} must be a list of three numbers, got {value!r}.")
     return tuple(float(v) for v in value)  # type: ignore[return-value]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _table(data: dict, key: str) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise CompetitionError(f"competition.toml: [{key}] must be a table of settings, got {value!r}.")
+    return value
+
+
+def _number(table: dict, key: str, default: float, what: str, whole: bool = False, zero_ok: bool = False) -> float:
+    """``table[key]`` (or ``default``), checked: a number (a whole one when ``whole``), above 0 (or 0 when ``zero_ok``)."""
+    value = table.get(key, default)
+    if not _is_number(value) or (whole and not float(value).is_integer()) or not (value >= 0 if zero_ok else value > 0):
+        kind = "a whole number" if whole else "a number"
+        raise CompetitionError(f"competition.toml: {what} must be {kind} {'of 0 or more' if zero_ok else 'above 0'}, got {value!r}.")
+    return value
 
 
 def load_competition(directory: str | Path) -> Competition:
@@ -131,10 +152,13 @@ def load_competition(directory: str | Path) -> Competition:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CompetitionError(f"{toml_path} is not valid TOML: {exc}") from None
     try:
-        classes = tuple(str(c) for c in data["classes"])
+        raw_classes = data["classes"]
         name = str(data["name"])
     except KeyError as exc:
         raise CompetitionError(f"{toml_path} lacks the required setting {exc.args[0]!r}.") from None
+    if not isinstance(raw_classes, list):
+        raise CompetitionError(f"{toml_path}: classes must be a list of names, got {raw_classes!r}.")
+    classes = tuple(str(c) for c in raw_classes)
     if len(classes) < 2 or len(set(classes)) != len(classes):
         raise CompetitionError(f"{toml_path}: classes must be at least two distinct names.")
     primary = data.get("primary_metric", "accuracy")
@@ -150,38 +174,48 @@ def load_competition(directory: str | Path) -> Competition:
             )
         if deadline.tzinfo is None:
             deadline = deadline.replace(tzinfo=dt.timezone.utc)
-    et = data.get("eval_transform", {})
+    et = _table(data, "eval_transform")
     eval_transform = EvalTransform(
-        size=int(et.get("size", 224)),
+        size=int(_number(et, "size", 224, "eval_transform.size", whole=True)),
         mean=_float_triple(et.get("mean", [0.485, 0.456, 0.406]), "eval_transform.mean"),
         std=_float_triple(et.get("std", [0.229, 0.224, 0.225]), "eval_transform.std"),
     )
-    lim = data.get("limits", {})
+    lim = _table(data, "limits")
     defaults = Limits()
     limits = Limits(
-        max_csv_bytes=int(lim.get("max_csv_mb", defaults.max_csv_bytes / 2**20) * 2**20),
-        max_checkpoint_bytes=int(lim.get("max_checkpoint_mb", defaults.max_checkpoint_bytes / 2**20) * 2**20),
-        inference_timeout_s=float(lim.get("inference_timeout_s", defaults.inference_timeout_s)),
-        inference_memory_bytes=int(
-            lim.get("inference_memory_gb", defaults.inference_memory_bytes / 2**30) * 2**30
+        max_csv_bytes=int(_number(lim, "max_csv_mb", defaults.max_csv_bytes / 2**20, "limits.max_csv_mb") * 2**20),
+        max_checkpoint_bytes=int(
+            _number(lim, "max_checkpoint_mb", defaults.max_checkpoint_bytes / 2**20, "limits.max_checkpoint_mb") * 2**20
         ),
-        min_input_size=int(lim.get("min_input_size", defaults.min_input_size)),
-        max_input_size=int(lim.get("max_input_size", defaults.max_input_size)),
+        inference_timeout_s=float(
+            _number(lim, "inference_timeout_s", defaults.inference_timeout_s, "limits.inference_timeout_s")
+        ),
+        inference_memory_bytes=int(
+            _number(lim, "inference_memory_gb", defaults.inference_memory_bytes / 2**30, "limits.inference_memory_gb")
+            * 2**30
+        ),
+        min_input_size=int(_number(lim, "min_input_size", defaults.min_input_size, "limits.min_input_size", whole=True)),
+        max_input_size=int(_number(lim, "max_input_size", defaults.max_input_size, "limits.max_input_size", whole=True)),
     )
+    allowed_archs = data.get("allowed_archs", [])
+    if not (isinstance(allowed_archs, list) and all(isinstance(a, str) for a in allowed_archs)):
+        raise CompetitionError(
+            f"{toml_path}: allowed_archs must be a list of strings such as \"torchvision/resnet50\", got {allowed_archs!r}."
+        )
     return Competition(
         root=root,
         name=name,
         title=str(data.get("title", name)),
         classes=classes,
         primary_metric=primary,
-        public_fraction=float(data.get("public_fraction", 0.3)),
-        daily_limit=int(data.get("daily_limit", 5)),
-        final_selections=int(data.get("final_selections", 2)),
+        public_fraction=float(_number(data, "public_fraction", 0.3, "public_fraction")),
+        daily_limit=int(_number(data, "daily_limit", 5, "daily_limit", whole=True, zero_ok=True)),
+        final_selections=int(_number(data, "final_selections", 2, "final_selections", whole=True, zero_ok=True)),
         deadline=deadline,
         dataset=str(data.get("dataset", "")),
         eval_transform=eval_transform,
         limits=limits,
-        allowed_archs=tuple(str(a) for a in data.get("allowed_archs", [])),
+        allowed_archs=tuple(allowed_archs),
     )
 
 

@@ -106,3 +106,36 @@ def test_cifar10_offline_gives_one_paragraph_with_the_fix(tmp_path, monkeypatch)
     assert "cifar-10-python.tar.gz" in message and str(tmp_path / "data") in message
     assert "podium init digits" in message
     assert not (tmp_path / "comp").exists()
+
+
+@pytest.mark.parametrize(
+    "setting,expected",
+    [
+        ('classes = "abc"', "classes must be a list of names"),
+        ('daily_limit = "five"', "daily_limit must be a whole number of 0 or more, got 'five'"),
+        ("final_selections = 1.5", "final_selections must be a whole number of 0 or more"),
+        ("public_fraction = true", "public_fraction must be a number above 0"),
+        ('eval_transform = "224"', "[eval_transform] must be a table"),
+        ('allowed_archs = "timm/*"', "allowed_archs must be a list of strings"),
+        ('[eval_transform]\nsize = "big"', "eval_transform.size must be a whole number above 0"),
+        ("[eval_transform]\nsize = 0", "eval_transform.size must be a whole number above 0"),
+        ('[limits]\nmax_csv_mb = "20"', "limits.max_csv_mb must be a number above 0"),
+        ("[limits]\ninference_timeout_s = -1", "limits.inference_timeout_s must be a number above 0"),
+        ("[limits]\nmax_checkpoint_mb = inf", "limits.max_checkpoint_mb must be a number above 0"),
+    ],
+)
+def test_a_mistyped_setting_is_refused_with_its_name(tmp_path, setting, expected):
+    """Regression: a wrong type in competition.toml gave a ValueError/TypeError/AttributeError traceback."""
+    classes = "" if setting.startswith("classes") else 'classes = ["a", "b"]\n'
+    (tmp_path / "competition.toml").write_text(f'name = "c"\n{classes}{setting}\n', encoding="utf-8")
+    with pytest.raises(CompetitionError) as info:
+        load_competition(tmp_path)
+    assert expected in str(info.value)
+    out = subprocess.run([*PODIUM, "score", str(tmp_path / "x.csv"), "--competition", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 2 and expected in out.stderr and "Traceback" not in out.stderr
+
+
+def test_zero_daily_limit_and_finals_are_allowed(tmp_path):
+    (tmp_path / "competition.toml").write_text('name = "c"\nclasses = ["a", "b"]\ndaily_limit = 0\nfinal_selections = 0\n', encoding="utf-8")
+    competition = load_competition(tmp_path)
+    assert (competition.daily_limit, competition.final_selections) == (0, 0)
