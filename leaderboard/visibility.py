@@ -33,7 +33,7 @@ def visible_result(submission: Submission, revealed: bool) -> dict | None:
 def submission_dict(submission: Submission, revealed: bool, owner_view: bool) -> dict:
     out = {
         "id": submission.id,
-        "team": submission.team.slug if "team" in submission.__dict__ else None,
+        "team": submission.team.slug,
         "kind": submission.kind,
         "status": submission.status,
         "messages": list(submission.messages or []),

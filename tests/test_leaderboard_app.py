@@ -379,6 +379,18 @@ def test_an_id_too_large_for_the_database_is_a_404_not_a_500(app):
     assert client.get(f"/submissions/{2**63 - 1}").status_code == 404  # the largest id still routes
 
 
+def test_api_submissions_name_their_team(app, digits_solution):
+    """``team`` was null in every API answer: it was read only when the relationship happened to be loaded."""
+    slug, token = add_team(app, "Owls")
+    client = app.test_client()
+    created = api_submit(client, token, csv_bytes(digits_solution, predictions_with(digits_solution, 0.9, 0.9)))
+    assert created.get_json()["team"] == slug
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get(f"/api/submissions/{created.get_json()['id']}", headers=headers).get_json()["team"] == slug
+    listed = client.get(f"/api/teams/{slug}/submissions", headers=headers).get_json()
+    assert [s["team"] for s in listed["submissions"]] == [slug]
+
+
 def test_history_attached_shows_curves_and_diagnosis(app, digits_solution):
     _, token = add_team(app, "Owls")
     client = app.test_client()
