@@ -84,8 +84,9 @@ def score_file(
     save_predictions: str | Path | None = None,
 ) -> ScoreReport:
     """Score a submission file of either kind; raises ``SubmissionError`` when it is refused."""
+    if solution is None:
+        solution = load_solution(competition)
     predictions = predict_file(path, competition, solution, device=device)
-    solution = solution or load_solution(competition)
     if save_predictions is not None:
         from harness.submission import write_predictions_csv
 
@@ -112,7 +113,8 @@ def predict_file(
     if kind == "csv":
         from harness.submission import read_csv_submission
 
-        solution = solution or load_solution(competition)
+        if solution is None:
+            solution = load_solution(competition)
         return read_csv_submission(path, solution, competition)
     from harness.checkpoint import predict_checkpoint  # imports torch: checkpoints only
 

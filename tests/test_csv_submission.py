@@ -243,3 +243,16 @@ def test_scoring_a_csv_never_imports_torch_or_sklearn(tmp_path, digits_competiti
     )
     out = subprocess.run([PODIUM[0], "-c", code], capture_output=True, text=True)
     assert "HEAVY [] 0" in out.stdout, out.stdout + out.stderr
+
+
+def test_score_file_reads_the_solution_once(tmp_path, digits_competition, rows, monkeypatch):
+    import harness.scoring
+
+    calls = []
+    real = harness.scoring.load_solution
+    monkeypatch.setattr(harness.scoring, "load_solution", lambda c: calls.append(c) or real(c))
+    path = tmp_path / "sub.csv"
+    path.write_bytes(csv_bytes(rows))
+    assert score_file(path, digits_competition).public.n > 0
+    assert len(calls) == 1
+
