@@ -109,6 +109,8 @@ def predict_file(
         raise SubmissionError(f"{path} does not exist.") from None
     except IsADirectoryError:
         raise SubmissionError(f"{path} is a folder, not a submission file.") from None
+    except OSError as exc:
+        raise SubmissionError(f"{path} cannot be read ({exc.strerror}).") from None
     kind = file_kind(head)
     if kind == "csv":
         from harness.submission import read_csv_submission

@@ -29,10 +29,11 @@ def csv_bytes(rows, header="id,label", newline="\n") -> bytes:
     return (newline.join(lines) + newline).encode()
 
 
-def refusal(tmp_path, competition, data: bytes, capsys) -> list[str]:
-    """Run `podium score` on ``data``; assert exit 2 and no traceback; return the messages."""
-    path = tmp_path / "sub.csv"
-    path.write_bytes(data)
+def refusal(tmp_path, competition, data: bytes | None, capsys, path=None) -> list[str]:
+    """Run `podium score` on ``data`` (or on ``path`` as it is); assert exit 2 and no traceback; return the messages."""
+    if path is None:
+        path = tmp_path / "sub.csv"
+        path.write_bytes(data)
     code = podium_cli.main(["score", str(path), "--competition", str(competition.root)])
     err = capsys.readouterr().err
     assert code == 2, err
@@ -256,3 +257,9 @@ def test_score_file_reads_the_solution_once(tmp_path, digits_competition, rows, 
     assert score_file(path, digits_competition).public.n > 0
     assert len(calls) == 1
 
+
+def test_unreadable_file_is_a_user_error(tmp_path, digits_competition, capsys):
+    """Regression: an OSError other than 'missing' or 'a folder' (here: a name too long) gave a traceback."""
+    path = tmp_path / ("x" * 300)
+    messages = refusal(tmp_path, digits_competition, None, capsys, path=path)
+    assert messages == [f"{path} cannot be read (File name too long)."]
