@@ -32,6 +32,7 @@ from leaderboard.state import current_competition, current_solution, podium_stat
 LEASE_HEADER = "X-Podium-Lease"
 WORKER_NAME = re.compile(r"^[\w.@:+-]{1,100}$")
 MAX_MESSAGES = 50
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 jobs_api = Blueprint("jobs_api", __name__, url_prefix="/api/jobs")
 csrf.exempt(jobs_api)
@@ -168,7 +169,7 @@ def _predictions(body) -> tuple[list[int] | None, str | None]:
         return None, "predictions must be a JSON list of class indices"
     if len(values) != expected:
         return None, f"expected {expected} predictions (one per row of test.npz), got {len(values)}"
-    if not all(type(v) is int for v in values):
+    if not all(type(v) is int and INT64_MIN <= v <= INT64_MAX for v in values):  # 2**70 overflowed int64: a 500
         return None, "every prediction must be an integer class index"
     return values, None
 

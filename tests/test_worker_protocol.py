@@ -297,6 +297,15 @@ def test_malformed_predictions_are_our_failure_and_requeue(app, client, digits_s
     assert submission.status == "refused" and "class index" in " ".join(submission.messages)
 
 
+def test_a_prediction_beyond_int64_is_a_malformed_result_not_a_500(app, client, digits_solution):
+    (sub_id,) = submit_checkpoints(app, 1)
+    job = claim(client).get_json()
+    reply = client.post(job["result_url"], json={"predictions": [2**70] * len(digits_solution)},
+                        headers=lease_headers(job))
+    assert reply.status_code == 422 and reply.get_json()["errors"] == ["every prediction must be an integer class index"]
+    assert job_of(app, sub_id).status == "queued" and load(app, Submission, sub_id).status == "queued"
+
+
 def test_an_organizer_rescore_requeues_a_finished_job_under_new_lease_keys(app, client, digits_solution):
     (sub_id,) = submit_checkpoints(app, 1)
     first = claim(client, "w1").get_json()
