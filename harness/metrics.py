@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 METRIC_NAMES = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
+BOOTSTRAP_BLOCK_CELLS = 1 << 22  # int64 cells of resampled confusion matrices held at once (32 MB)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -113,12 +114,21 @@ def bootstrap_ci(
         # into {diagonal, off-diagonal} gives exactly Binomial(n, accuracy), a hundred times cheaper.
         values = rng.binomial(n, np.trace(cm) / n, size=resamples) / n
     else:
-        # Cells with no rows can never be drawn; leave them out of the multinomial.
+        # Cells with no rows can never be drawn; leave them out of the multinomial. The resampled
+        # matrices are built a block at a time (at most BOOTSTRAP_BLOCK_CELLS cells), so memory stays
+        # bounded for many classes (K = 1000 would otherwise need 8 GB); consecutive draws from one
+        # generator give the same numbers as one big draw.
         flat = cm.ravel()
         nonzero = np.flatnonzero(flat)
-        draws = np.zeros((resamples, flat.size), dtype=np.int64)
-        draws[:, nonzero] = rng.multinomial(n, flat[nonzero] / n, size=resamples)
-        values = metric_function(metric)(draws.reshape(resamples, *cm.shape))
+        fn = metric_function(metric)
+        step = max(1, BOOTSTRAP_BLOCK_CELLS // flat.size)
+        parts = []
+        for start in range(0, resamples, step):
+            size = min(step, resamples - start)
+            draws = np.zeros((size, flat.size), dtype=np.int64)
+            draws[:, nonzero] = rng.multinomial(n, flat[nonzero] / n, size=size)
+            parts.append(np.atleast_1d(fn(draws.reshape(size, *cm.shape))))
+        values = np.concatenate(parts)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(values, [alpha, 1.0 - alpha])
     return (float(low), float(high))

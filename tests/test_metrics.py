@@ -107,6 +107,22 @@ def test_bootstrap_ci_is_seeded():
     assert hm.bootstrap_ci(cm, "f1_macro", seed=9) != hm.bootstrap_ci(cm, "f1_macro", seed=10)
 
 
+def test_bootstrap_ci_memory_is_bounded_for_many_classes_and_blocks_change_nothing(monkeypatch):
+    """Regression: all resampled K x K matrices were held at once (K = 200: 320 MB; K = 1000: 8 GB)."""
+    import tracemalloc
+
+    cm = hm.confusion_matrix(*random_case(np.random.default_rng(8), 200, 5000), 200)
+    tracemalloc.start()
+    try:
+        blocked = hm.bootstrap_ci(cm, "f1_macro", resamples=1000, seed=3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 120 * 2**20
+    monkeypatch.setattr(hm, "BOOTSTRAP_BLOCK_CELLS", 1 << 40)  # one block
+    assert hm.bootstrap_ci(cm, "f1_macro", resamples=1000, seed=3) == blocked
+
+
 def test_unknown_metric_names_the_choices():
     with pytest.raises(ValueError, match="accuracy"):
         hm.metric_function("auc")
