@@ -8,6 +8,7 @@ from harness.errors import PodiumError
 from leaderboard.auth import admin_required, check_admin_token, create_team, reset_token
 from leaderboard.extensions import db
 from leaderboard.intake import bump_board_version, record_predictions, storage_path
+from leaderboard.jobs import queue_counts, requeue
 from leaderboard.models import ScoringJob, Submission, Team
 from leaderboard.ranking import is_revealed, set_revealed
 from leaderboard.teams import _safe_next
@@ -44,7 +45,7 @@ def index():
         sa.select(ScoringJob.worker_name, sa.func.count(ScoringJob.id), sa.func.max(ScoringJob.updated_at))
         .where(ScoringJob.worker_name.is_not(None)).group_by(ScoringJob.worker_name)
     ).all()
-    counts = dict(db.session.execute(sa.select(ScoringJob.status, sa.func.count()).group_by(ScoringJob.status)).all())
+    counts = queue_counts()
     recent = list(db.session.scalars(sa.select(Submission).order_by(Submission.id.desc()).limit(30)))
     return render_template("admin.html", teams=teams, jobs=jobs, workers=workers, counts=counts, recent=recent,
                            revealed=is_revealed(), new_token=session.pop("new_token", None))
@@ -100,8 +101,6 @@ def rescore(submission_id: int):
         else:
             record_predictions(sub, predictions)
     else:
-        from leaderboard.jobs import requeue
-
         requeue(sub)
         bump_board_version()
     db.session.commit()

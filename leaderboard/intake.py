@@ -253,9 +253,5 @@ def storage_path(submission: Submission) -> Path:
     return podium_state().storage_root / submission.stored_path
 
 
-def is_ranked(submission: Submission) -> bool:
-    return submission.status == "scored" and not submission.late
-
-
 def daily_limit_left(team_id: int) -> int:
     return max(0, current_competition().daily_limit - used_today(team_id, now()))
