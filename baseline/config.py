@@ -117,7 +117,7 @@ def check_config(c: BaselineConfig) -> None:
         problems.append(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {c.lr_schedule!r}.")
     if c.data_path not in DATA_PATHS:
         problems.append(f"--data-path must be one of {', '.join(DATA_PATHS)}, got {c.data_path!r}.")
-    if c.device not in DEVICES and not c.device.startswith("cuda:"):
+    if c.device not in DEVICES and not (c.device.startswith("cuda:") and c.device[5:].isdigit() and c.device[5:].isascii()):
         problems.append(f"--device must be one of {', '.join(DEVICES)} (or cuda:N), got {c.device!r}.")
     if c.workers < 0 or c.threads < 0:
         problems.append("--workers and --threads cannot be negative.")

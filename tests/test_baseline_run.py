@@ -218,6 +218,8 @@ def test_bad_settings_are_user_errors():
         ({"val_fraction": 1.5}, "--val-fraction"),
         ({"data_path": "turbo"}, "--data-path must be one of fast, reference"),
         ({"epochs": 0, "lr": -1.0}, "--lr must be positive"),
+        ({"device": "cuda:abc"}, "--device must be one of auto, cpu, cuda (or cuda:N)"),  # was a RuntimeError on a GPU
+        ({"device": "cuda:"}, "--device must be one of auto, cpu, cuda (or cuda:N)"),
     ]:
         with pytest.raises(PodiumError) as info:
             resolve_config("demo", **overrides)
