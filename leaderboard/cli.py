@@ -186,7 +186,14 @@ def _wait(base: str, headers: dict, submission_id: int, timeout: float) -> dict:
     body: dict = {}
     with tqdm(desc="waiting for a worker", unit="s", bar_format="{desc}: {elapsed}") as bar:
         while time.monotonic() < deadline:
-            body = _json(requests.get(f"{base}/api/submissions/{submission_id}", headers=headers, timeout=30))
+            try:
+                response = requests.get(f"{base}/api/submissions/{submission_id}", headers=headers, timeout=30)
+            except requests.RequestException as exc:
+                raise PodiumError(f"Could not reach {base} while waiting for submission {submission_id} "
+                                  f"(it stays queued; see it on the board): {exc}") from None
+            body = _json(response)
+            if response.status_code != 200:
+                raise PodiumError(body.get("errors") or [f"The server answered {response.status_code}."])
             if body.get("status") not in ("queued", "running"):
                 return body
             time.sleep(2)

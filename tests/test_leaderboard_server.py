@@ -101,6 +101,26 @@ def test_cli_team_add_without_instance_uses_the_current_folder_like_serve(instan
     assert "here\t0 submissions\tHere" in listed.stdout
 
 
+def test_submit_waiting_for_a_worker_reports_a_lost_server_or_an_error_answer_cleanly(instance):
+    """``podium submit --wait`` polls the server: a connection error was a traceback (exit 1), and an
+    error answer (a 404) was read as a submission with no status."""
+    import socket
+
+    from harness.errors import PodiumError
+    from leaderboard.cli import _wait
+
+    competition, instance_dir = instance
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(PodiumError, match="Could not reach"):
+        _wait(f"http://127.0.0.1:{port}", {}, 1, timeout=5)
+    app = create_app({"COMPETITION_DIR": str(competition), "INSTANCE_PATH": str(instance_dir)})
+    with LiveServer(app) as server, pytest.raises(PodiumError) as refused:
+        _wait(server.url, {"Authorization": "Bearer 1.wrong"}, 1, timeout=5)
+    assert refused.value.messages == ["There is nothing here."]
+
+
 def test_podium_serve_generates_tokens_and_serves(instance):
     import socket
     import time
