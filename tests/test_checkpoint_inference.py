@@ -219,6 +219,15 @@ def test_a_child_that_dies_is_reported_cleanly(any_checkpoint, digits_competitio
         predict_checkpoint(any_checkpoint, digits_competition)
 
 
+@pytest.mark.parametrize("signum, expected", [(9, "was killed \\(SIGKILL\\)"), (15, "stopped by signal SIGTERM"), (40, "stopped by signal 40")])
+def test_a_child_stopped_by_any_signal_is_a_checkpoint_error(tmp_path, signum, expected):
+    """Regression: a real-time signal (no name in signal.Signals) raised ValueError in the parent."""
+    from harness.checkpoint.isolate import _read_answer
+
+    with pytest.raises(CheckpointError, match=expected):
+        _read_answer(tmp_path, -signum, 10, 10)
+
+
 def test_a_child_that_hangs_is_killed_at_the_time_limit(any_checkpoint, digits_competition, monkeypatch):
     import time
 

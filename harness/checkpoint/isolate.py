@@ -98,8 +98,11 @@ def _read_answer(workdir: Path, returncode: int, num_images: int, num_classes: i
             raise InferenceEnvironmentError(f"checkpoint scoring could not run: {error['environment']}")
         raise CheckpointError([str(m) for m in error.get("messages", ["the checkpoint was refused."])])
     if returncode < 0:
-        sig = signal.Signals(-returncode)
-        meaning = SIGNAL_MEANING.get(sig, f"was stopped by signal {sig.name}")
+        try:
+            sig = signal.Signals(-returncode)
+            meaning = SIGNAL_MEANING.get(sig, f"was stopped by signal {sig.name}")
+        except ValueError:  # real-time signals between SIGRTMIN and SIGRTMAX have no name
+            meaning = f"was stopped by signal {-returncode}"
         raise CheckpointError(f"the process running the model {meaning}; no predictions were produced.")
     predictions_path = workdir / "predictions.npy"
     if returncode != 0 or not predictions_path.is_file():
