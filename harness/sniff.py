@@ -4,7 +4,7 @@ from __future__ import annotations
 import struct
 
 ZIP_MAGIC = b"PK\x03\x04"
-PICKLE_PROTO = b"\x80"
+PICKLE_PROTO = b"\x80"  # the PROTO opcode that starts every pickle of protocol 2 or later
 
 
 def looks_like_safetensors(head: bytes) -> bool:

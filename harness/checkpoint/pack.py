@@ -17,6 +17,7 @@ from harness.checkpoint.archive import inspect_zip
 from harness.checkpoint.card import LIBRARIES, ModelCard, save_checkpoint
 from harness.checkpoint.registry import build_model, key_problems
 from harness.errors import CheckpointError
+from harness.sniff import ZIP_MAGIC
 
 DEFAULT_MAX_BYTES = 4 * 1024**3
 NESTED_KEYS = ("state_dict", "model_state_dict", "model")
@@ -50,7 +51,7 @@ def load_state_dict_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -
         raise CheckpointError(f"{path} does not exist.") from None
     if size > max_bytes:
         raise CheckpointError(f"{path.name} is {size / 2**20:,.0f} MiB, over the {max_bytes / 2**20:,.0f} MiB limit.")
-    if head == b"PK\x03\x04":
+    if head == ZIP_MAGIC:
         inspect_zip(path, max_uncompressed_bytes=max_bytes)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)  # never retried without weights_only

@@ -23,9 +23,8 @@ from harness.checkpoint.policy import InputSpec, check_card, check_file_size
 from harness.checkpoint.safefile import SafetensorsHeader, read_safetensors_header
 from harness.competition import Competition, load_test
 from harness.errors import CheckpointError
+from harness.sniff import PICKLE_PROTO, ZIP_MAGIC
 
-ZIP_MAGIC = b"PK\x03\x04"
-PICKLE_PROTOCOL_2_PLUS = b"\x80"
 PACK_HINT = (
     "Convert a state dict saved with torch.save(model.state_dict(), 'model.pt') by running "
     "`podium pack model.pt --library torchvision|timm --arch ARCH -o model.safetensors`, "
@@ -65,7 +64,7 @@ def inspect_checkpoint(path: str | Path, competition: Competition) -> InspectedC
         raise CheckpointError(
             "this is a zip archive, not a checkpoint: submit one .safetensors file (or a prediction CSV)."
         )
-    if head.startswith(PICKLE_PROTOCOL_2_PLUS):
+    if head.startswith(PICKLE_PROTO):
         raise CheckpointError(
             "this is a Python pickle (for example a legacy torch.save file); podium never loads pickles from "
             "a submission. " + PACK_HINT
