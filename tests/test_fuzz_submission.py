@@ -29,10 +29,32 @@ def check(data: bytes) -> None:
         return
     assert predictions.shape == (len(IDS),)
     assert ((predictions >= 0) & (predictions < len(CLASSES))).all()
+    np.testing.assert_array_equal(predictions, oracle(data))
+
+
+def oracle(data: bytes) -> list[int]:
+    """What an accepted file says, read the slow, obvious way (csv module, one dict per row)."""
+    import csv
+    import io
+
+    names = {c.lower(): i for i, c in enumerate(CLASSES)} | {str(i): i for i in range(len(CLASSES))}
+    rows = [r for r in csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")) if r]
+    header = [c.strip().lower() for c in rows[0]]
+    by_id = {}
+    for row in rows[1:]:
+        cells = dict(zip(header, (c.strip() for c in row)))
+        assert len(row) == 2 and cells["id"] not in by_id
+        by_id[cells["id"]] = names[cells["label"].lower()]
+    assert set(by_id) == set(IDS)
+    return [by_id[i] for i in IDS]
 
 
 def test_the_valid_file_is_valid():
     np.testing.assert_array_equal(parse_csv_submission(VALID, SOLUTION, CLASSES), [0, 1, 2, 0, 1, 2])
+    swapped = b'label,id\r\nbird,f6\r\n0,a1\r\n1,b2\r\nBird,c3\r\n"0", d4 \r\n\r\nautomobile,e5\r\n'
+    np.testing.assert_array_equal(parse_csv_submission(swapped, SOLUTION, CLASSES), oracle(swapped))
+    plain = b"label,id\nbird,f6\n0,a1\n1,b2\n2,c3\n0,d4\n1,e5\n"  # the fast path, columns swapped
+    np.testing.assert_array_equal(parse_csv_submission(plain, SOLUTION, CLASSES), oracle(plain))
 
 
 @FUZZ
