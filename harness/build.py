@@ -118,10 +118,10 @@ def build_competition(
         raise CompetitionError(f"--public-fraction must be between 0 and 1 (exclusive), got {public_fraction}.")
     if decoys < 0:
         raise CompetitionError(f"--decoys must be 0 or more, got {decoys}.")
-    data = load_dataset(dataset, data_dir)
     name = name or dataset
     if not name.replace("-", "").replace("_", "").isalnum():
         raise CompetitionError(f"--name {name!r}: use letters, digits, '-' and '_' only.")
+    data = load_dataset(dataset, data_dir)  # after every cheap check: cifar10 may download 163 MB
     directory = Path(root) / name
     (directory / "public").mkdir(parents=True, exist_ok=True)
     (directory / "private").mkdir(parents=True, exist_ok=True)

@@ -94,6 +94,19 @@ def test_bad_settings_are_refused_with_a_message(tmp_path):
     assert out.returncode == 2 and "Unknown dataset 'mnist'" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_a_bad_name_is_refused_before_the_dataset_is_loaded(tmp_path, monkeypatch):
+    """Regression: the name was checked only after loading (for cifar10: downloading) the dataset."""
+    import harness.build
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the dataset was loaded before the name was checked")
+
+    monkeypatch.setattr(harness.build, "load_dataset", no_loading)
+    with pytest.raises(CompetitionError, match="use letters, digits"):
+        build_competition("cifar10", tmp_path, name="../elsewhere")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cifar10_offline_gives_one_paragraph_with_the_fix(tmp_path, monkeypatch):
     """A real download attempt against a closed local port: the error must say what to do."""
     from torchvision.datasets import CIFAR10
