@@ -13,7 +13,7 @@ import numpy as np
 from baseline.config import BaselineConfig
 from harness.checkpoint import save_checkpoint
 from harness.competition import Competition
-from harness.diagnosis import diagnose, write_history
+from harness.diagnosis import diagnose, json_safe, write_history
 from harness.metrics import confusion_matrix, split_score
 from harness.submission import write_predictions_csv
 
@@ -104,7 +104,8 @@ def write_run(out_dir: Path, config: BaselineConfig, competition: Competition, r
         "seconds": result.seconds,
         "files": {"model.safetensors": {"sha256": sha256_file(model_path)}},
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    text = json.dumps(json_safe(report), indent=2, default=_json_default, allow_nan=False)  # a diverged loss: null
+    (out_dir / "report.json").write_text(text + "\n", encoding="utf-8")
     return out_dir
 
 

@@ -292,7 +292,8 @@ class Diagnosis:
     source: str = ""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The diagnosis as plain data for JSON: a NaN or infinite number (a diverged loss) is None."""
+        return json_safe(asdict(self))
 
     def to_text(self) -> str:
         lines = [f"{self.verdict}: {self.headline}"]
@@ -302,6 +303,21 @@ class Diagnosis:
         lines.append(f"remedies ({self.source}):")
         lines += [f"  - {r}" for r in self.remedies]
         return "\n".join(lines)
+
+
+def json_safe(value):
+    """``value`` with every NaN or infinite float (in dicts, lists, tuples) replaced by None.
+
+    ``json.dumps`` would write them as ``NaN``/``Infinity``, which is not JSON: strict parsers
+    (a browser's ``JSON.parse``, ``jq``) refuse the whole document.
+    """
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _show_number(value) -> str:

@@ -202,6 +202,37 @@ def test_diagnose_command_prints_the_diagnosis(tiny_run):
     assert text.startswith(data["verdict"] + ":") and "remedies" in text
 
 
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, as a browser's JSON.parse does."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_diverged_run_gives_strict_json(digits_competition, tmp_path):
+    """Regression: a NaN loss was written as NaN into report.json and `podium diagnose --json`."""
+    import torch
+
+    from baseline.config import PRESETS
+    from baseline.report import write_run
+    from baseline.train import RunResult
+    from harness.competition import load_test
+
+    rows = [{"epoch": e, "train_loss": loss, "train_acc": 0.1, "val_loss": loss, "val_acc": 0.1, "lr": 0.5,
+             "seconds": 1.0, "images_per_s": 100.0} for e, loss in ((1, 2.3), (2, float("nan")))]
+    _, ids = load_test(digits_competition)
+    result = RunResult(out_dir=None, history=rows, val_predictions=np.zeros(4, dtype=np.int64),
+                       val_labels=np.arange(4), test_predictions=np.zeros(len(ids), dtype=np.int64), test_ids=ids,
+                       seconds=1.0, model=torch.nn.Linear(2, 10))
+    out = write_run(tmp_path / "run", PRESETS["demo"], digits_competition, result)
+    report = strict_json((out / "report.json").read_text())
+    assert report["diagnosis"]["verdict"] == "diverging" and report["history"][1]["train_loss"] is None
+    proc = run([*PODIUM, "diagnose", str(out / "history.csv"), "--json"])
+    data = strict_json(proc.stdout)
+    assert data["verdict"] == "diverging" and data["evidence"]["train_loss"] is None
+
+
 def test_diagnose_command_refuses_a_malformed_history(tmp_path):
     bad = tmp_path / "history.csv"
     bad.write_text("epoch,loss\n1,0.5\n")
