@@ -7,7 +7,7 @@ from flask import Blueprint, abort, g, jsonify, request
 from harness.errors import SubmissionError
 from leaderboard.auth import bearer_token, is_admin, require_team_token, team_for_token
 from leaderboard.extensions import db
-from leaderboard.intake import LimitReached, Upload, accept, daily_limit_left
+from leaderboard.intake import LimitReached, Upload, accept, daily_limit_left, read_history_upload
 from leaderboard.models import Submission, Team
 from leaderboard.ranking import current_board, is_revealed
 from leaderboard.state import current_competition
@@ -64,7 +64,7 @@ def create_submission():
     history = request.files.get("history")
     try:
         sub = accept(team, Upload(filename=file.filename or "", data=file.stream, note=request.form.get("note", ""),
-                                  history=history.read() if history is not None else None))
+                                  history=read_history_upload(history)))
     except LimitReached as exc:
         return _errors(429, exc.messages)
     except SubmissionError as exc:

@@ -153,6 +153,21 @@ def store_file(team: Team, stream: BinaryIO, competition) -> StoredFile:
     return StoredFile(kind=kind, sha256=sha, relative=relative, size=size)
 
 
+def read_history_upload(stream: BinaryIO | None) -> bytes | None:
+    """The bytes of an attached history, read no further than its limit (the request may be as large
+    as a checkpoint: reading the part whole would hold hundreds of MiB in memory to refuse them)."""
+    if stream is None:
+        return None
+    from harness.diagnosis import MAX_HISTORY_BYTES
+
+    data = stream.read(MAX_HISTORY_BYTES + 1)
+    if len(data) > MAX_HISTORY_BYTES:
+        raise SubmissionError(
+            f"The history file is larger than {_size(MAX_HISTORY_BYTES)}; a history.csv is one short row per epoch."
+        )
+    return data
+
+
 def check_history(data: bytes | None) -> str | None:
     """The training history as text, validated by ``harness.diagnosis.read_history``."""
     if not data:

@@ -7,7 +7,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from harness.errors import SubmissionError
 from leaderboard.auth import login_required, login_team, logout, session_team, team_for_login
 from leaderboard.extensions import db
-from leaderboard.intake import LimitReached, Upload, accept, bump_board_version, daily_limit_left
+from leaderboard.intake import LimitReached, Upload, accept, bump_board_version, daily_limit_left, read_history_upload
 from leaderboard.models import Submission
 from leaderboard.ranking import team_finals
 from leaderboard.state import current_competition, now
@@ -56,7 +56,7 @@ def upload():
             try:
                 submission = accept(team, Upload(
                     filename=file.filename, data=file.stream, note=request.form.get("note", ""),
-                    history=history.read() if history is not None and history.filename else None,
+                    history=read_history_upload(history),
                 ))
             except LimitReached as exc:
                 messages, status = exc.messages, 429

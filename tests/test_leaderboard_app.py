@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from harness.competition import PRIVATE, PUBLIC, load_competition
+from harness.errors import SubmissionError
 from leaderboard import create_app
 from leaderboard.auth import create_team
 from leaderboard.extensions import db
@@ -405,6 +406,43 @@ def test_history_attached_shows_curves_and_diagnosis(app, digits_solution):
     bad = upload(client, csv_bytes(digits_solution, predictions_with(digits_solution, 0.9, 0.9)),
                  history=(io.BytesIO(b"nonsense\n1\n"), "history.csv"))
     assert bad.status_code == 422 and "history" in bad.get_data(as_text=True).lower()
+
+
+def test_an_oversized_history_is_refused_without_reading_it_whole(app, digits_solution):
+    from harness.diagnosis import MAX_HISTORY_BYTES
+    from leaderboard.intake import read_history_upload
+
+    class Endless(io.RawIOBase):  # a history part as large as the request allows (a checkpoint's size)
+        served = 0
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            buffer[:] = b"1" * len(buffer)
+            Endless.served += len(buffer)
+            return len(buffer)
+
+    with pytest.raises(SubmissionError, match="larger than 1 MiB"):
+        read_history_upload(io.BufferedReader(Endless()))
+    assert Endless.served <= MAX_HISTORY_BYTES + 1 + io.DEFAULT_BUFFER_SIZE
+    _, token = add_team(app, "Owls")
+    client = app.test_client()
+    big = b"epoch,train_loss,train_acc,val_loss,val_acc\n" + b"1,0.5,0.5,0.5,0.5\n" * 70_000
+    good = csv_bytes(digits_solution, predictions_with(digits_solution, 0.9, 0.9))
+    # The multipart body by hand: the test client spools a large one to a temporary file it never closes.
+    body = b"".join(b"--b\r\nContent-Disposition: form-data; name=\"%s\"; filename=\"%s\"\r\n\r\n%s\r\n" % part
+                    for part in ((b"file", b"s.csv", good), (b"history", b"history.csv", big))) + b"--b--\r\n"
+    response = client.post("/api/submissions", headers={"Authorization": f"Bearer {token}"},
+                           content_type="multipart/form-data; boundary=b", data=body)
+    assert response.status_code == 422
+    assert response.get_json()["errors"] == [
+        "The history file is larger than 1 MiB; a history.csv is one short row per epoch."]
+    login(client, "Owls", token)
+    page = client.post("/upload", content_type="multipart/form-data; boundary=b", data=body)
+    assert page.status_code == 422 and "larger than 1 MiB" in page.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count(Submission.id))) == 0
 
 
 def test_admin_creates_a_team_token_that_logs_in(app, digits_solution):
