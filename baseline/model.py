@@ -2,6 +2,7 @@
 and its last layer replaced for the competition's classes."""
 from __future__ import annotations
 
+import pickle
 import urllib.error
 from pathlib import Path
 
@@ -60,6 +61,16 @@ def build_model(arch: str, weights_name: str, num_classes: int) -> nn.Module:
     weights = resolve_weights(arch, weights_name)
     try:
         model = torchvision.models.get_model(arch, weights=weights)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as exc:
+        target = weights_cache_path(weights) if weights is not None else None
+        if target is None or not target.is_file():
+            raise
+        # A damaged file in the cache (a copy cut short): torch.load(weights_only=True) refused it.
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise PodiumError(
+            f"The pretrained weights file {target} is damaged and could not be read ({first}). Delete it and run "
+            f"again to download it, or copy {weights.url} there again; or train from scratch with --weights none."
+        ) from None
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
         target = weights_cache_path(weights)
         raise PodiumError(

@@ -309,6 +309,22 @@ def test_preseeded_weights_are_loaded_from_torch_home(tmp_path, monkeypatch):
     assert model.fc.out_features == 10 and model.fc.in_features == 512
 
 
+@pytest.mark.parametrize("content", [b"PK\x03\x04cut short", b"\x80\x02cut short", b""])
+def test_a_damaged_weights_file_is_a_user_error_naming_it(tmp_path, monkeypatch, content):
+    """Regression: a cut-short copy in $TORCH_HOME gave a RuntimeError/UnpicklingError traceback."""
+    from baseline.model import build_model, resolve_weights, weights_cache_path
+    from harness.errors import PodiumError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    path = weights_cache_path(resolve_weights("resnet18", "IMAGENET1K_V1"))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    with pytest.raises(PodiumError) as info:
+        build_model("resnet18", "IMAGENET1K_V1", 10)
+    (message,) = info.value.messages
+    assert f"The pretrained weights file {path} is damaged" in message and "Delete it" in message
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_tiny_run_on_cuda_with_bf16(digits_competition, tmp_path):
