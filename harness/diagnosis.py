@@ -116,14 +116,14 @@ def _history_text(path_or_text: str | Path | bytes) -> str:
         path = Path(path_or_text)
         try:
             size = path.stat().st_size
-        except OSError:
+            if size > MAX_HISTORY_BYTES:
+                raise SubmissionError(
+                    f"The history file is {size / 2**20:.1f} MiB; a history.csv is at most "
+                    f"{MAX_HISTORY_BYTES // 2**20} MiB (one short row per epoch)."
+                )
+            data = path.read_bytes()
+        except OSError:  # missing, a folder, no permission
             raise SubmissionError(f"The history file {path} does not exist or cannot be read.") from None
-        if size > MAX_HISTORY_BYTES:
-            raise SubmissionError(
-                f"The history file is {size / 2**20:.1f} MiB; a history.csv is at most "
-                f"{MAX_HISTORY_BYTES // 2**20} MiB (one short row per epoch)."
-            )
-        data = path.read_bytes()
     if len(data) > MAX_HISTORY_BYTES:
         raise SubmissionError(
             f"The history is {len(data) / 2**20:.1f} MiB; a history.csv is at most {MAX_HISTORY_BYTES // 2**20} MiB."

@@ -176,6 +176,8 @@ def test_many_problems_are_capped():
 def test_missing_file_and_binary_file(tmp_path):
     with pytest.raises(SubmissionError, match="does not exist"):
         read_history(tmp_path / "nope.csv")
+    with pytest.raises(SubmissionError, match="cannot be read"):  # was an IsADirectoryError
+        read_history(tmp_path)
     (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00\x01" * 10)
     with pytest.raises(SubmissionError, match="not UTF-8"):
         read_history(tmp_path / "bin.csv")
