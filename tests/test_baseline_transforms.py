@@ -50,7 +50,6 @@ def test_train_paths_agree_with_the_same_crops_and_flips(spec):
         for i, img in enumerate(images)
     ])
     assert fast.shape == reference.shape == (12, 3, spec.size, spec.size)
-    assert (fast - reference).abs().max().item() <= 1e-2
     assert (fast - reference).abs().max().item() <= 1e-4  # in fact the same float computation
 
 
@@ -80,7 +79,7 @@ def test_eval_paths_agree():
     fast = fast_eval_batch(as_nchw(images), SEED_SPEC)
     reference = torch.stack([reference_eval_image(torch.from_numpy(i).permute(2, 0, 1), SEED_SPEC) for i in images])
     assert fast.shape == (10, 3, 224, 224)
-    assert (fast - reference).abs().max().item() <= 1e-2
+    assert (fast - reference).abs().max().item() <= 1e-4  # the same float computation, like the train path
 
 
 def test_crop_and_flip_do_what_they_say():
