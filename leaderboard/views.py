@@ -54,6 +54,7 @@ TICK_FONT = 13
 TICK_CHAR_W = 0.62 * TICK_FONT
 TICK_GAP = 12
 MAX_XTICKS = 8
+MAX_CHART_VALUE = 1e15  # beyond this a value has no readable label (and +-1e308 overflow the axis): not drawn
 
 
 def text_width(text: str) -> float:
@@ -62,10 +63,15 @@ def text_width(text: str) -> float:
 
 
 def nice_ticks(lo: float, hi: float, most: int = 5) -> list[float]:
-    """Round values (multiples of 1, 2, 2.5 or 5 x 10^k) covering [lo, hi] in at most ``most`` ticks."""
-    if hi - lo < 1e-12:
-        pad = abs(hi) * 0.05 or 0.05
-        lo, hi = lo - pad, hi + pad
+    """Round values (multiples of 1, 2, 2.5 or 5 x 10^k) covering [lo, hi] in at most ``most`` ticks.
+
+    A range too narrow for distinct labels (flat, or a few ulps wide at any magnitude) is widened by
+    5 % of its level (0.05 near zero: labels have at most 6 decimals), not below zero for non-negative data.
+    """
+    scale = max(abs(lo), abs(hi))
+    if hi - lo < max(1e-12, scale * 1e-9):
+        pad = scale * 0.05 if scale >= 1e-3 else 0.05
+        lo, hi = (max(0.0, lo - pad) if lo >= 0 else lo - pad), hi + pad
     k = math.floor(math.log10((hi - lo) / most))
     while True:
         for base in (1, 2, 2.5, 5):
@@ -95,6 +101,10 @@ def _anchor(x: float, label: str, width: int) -> str:
     return "middle"
 
 
+def _drawable(y: float | None) -> bool:
+    return y is not None and math.isfinite(y) and abs(y) <= MAX_CHART_VALUE
+
+
 def line_chart(
     series: list[tuple[str, list[tuple[float, float]]]],
     x_label=lambda x: f"{x:g}",
@@ -112,7 +122,7 @@ def line_chart(
     middle and end, repeated labels dropped). The y axis gets round ticks.
     """
     x_tick_label = x_tick_label or x_label
-    points = [p for _, pts in series for p in pts if p[1] is not None and math.isfinite(p[1])]
+    points = [p for _, pts in series for p in pts if _drawable(p[1])]
     if not points:
         return None
     ys = nice_ticks(min(p[1] for p in points), max(p[1] for p in points))
@@ -128,7 +138,7 @@ def line_chart(
     sy = lambda y: height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)  # noqa: E731
     out = []
     for i, (name, pts) in enumerate(series):
-        pts = [p for p in pts if p[1] is not None and math.isfinite(p[1])]
+        pts = [p for p in pts if _drawable(p[1])]
         if not pts:
             continue
         d = " ".join(f"{'M' if j == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for j, (x, y) in enumerate(pts))

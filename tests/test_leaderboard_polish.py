@@ -135,7 +135,8 @@ def test_submission_page_curve_labels_do_not_overlap(tmp_path, digits_competitio
     assert "x axis: epoch" in page and f"epoch {epochs}" in page  # the axis is named; tooltips too
 
 
-@pytest.mark.parametrize("values", [(0.05, 2.25), (0.9012, 0.9031), (0.3, 0.98), (0.5, 0.5), (120.0, 80000.0), (0.0, 1e-4)])
+@pytest.mark.parametrize("values", [(0.05, 2.25), (0.9012, 0.9031), (0.3, 0.98), (0.5, 0.5), (120.0, 80000.0), (0.0, 1e-4),
+                                    (0.5, 0.5 + 1.3e-12), (1e-300, 3e-300), (0.0, 0.0)])
 def test_y_ticks_are_round_never_below_zero_for_positive_data_and_fit_left_of_the_axis(values):
     chart = line_chart([("s", [(1.0, values[0]), (2.0, values[1])])])
     texts = [text for _, text in chart.yticks]
@@ -147,6 +148,24 @@ def test_y_ticks_are_round_never_below_zero_for_positive_data_and_fit_left_of_th
     font = chart.tick_font
     for text in texts:  # each label ends 4 units left of the axis and must start inside the picture
         assert chart.left - 4 - len(text) * 0.62 * font >= 0, text
+
+
+def test_a_history_with_extreme_losses_still_shows_its_page(tmp_path, digits_competition, digits_solution):
+    """read_history accepts any finite loss; 1e308 beside -1e308 overflowed the y axis (OverflowError: a 500 on the
+    team's and the organizer's submission page)."""
+    app = make_app(tmp_path, digits_competition.root, WTF_CSRF_ENABLED=False, TESTING=True)
+    with app.app_context():
+        _, token = create_team("Extremes")
+    client = app.test_client()
+    client.post("/login", data={"name": "Extremes", "token": token})
+    history = b"epoch,train_loss,train_acc,val_loss,val_acc\n1,1e308,0.5,0.8,0.5\n2,-1e308,0.6,0.7,0.6\n3,0.4,0.7,0.6,0.65\n"
+    response = client.post("/upload", content_type="multipart/form-data", data={
+        "file": (io.BytesIO(csv_of(digits_solution, digits_competition.classes, noisy_predictions(digits_solution, 0.8))), "s.csv"),
+        "history": (io.BytesIO(history), "history.csv"),
+    })
+    assert response.status_code == 302, response.get_data(as_text=True)
+    page = client.get(response.location)
+    assert page.status_code == 200 and page.get_data(as_text=True).count("<svg") == 2
 
 
 # --- 2. the per-class table and heat map of each split --------------------------------------------
