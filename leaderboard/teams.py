@@ -16,8 +16,13 @@ bp = Blueprint("teams", __name__)
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path on this site (no scheme, no host, no //evil) is followed after login."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """Only a path on this site (no scheme, no host, no //evil) is followed after login.
+
+    No control character or space either: ``/<TAB>/evil.com`` reached the Location header as
+    ``//evil.com`` (an open redirect), and a newline raised a 500.
+    """
+    if (target and target.startswith("/") and not target.startswith("//") and "\\" not in target
+            and target.isprintable() and not any(c.isspace() for c in target)):
         return target
     return url_for("board.index")
 

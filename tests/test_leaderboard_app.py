@@ -445,6 +445,19 @@ def test_an_oversized_history_is_refused_without_reading_it_whole(app, digits_so
         assert db.session.scalar(sa.select(sa.func.count(Submission.id))) == 0
 
 
+@pytest.mark.parametrize("target", ["/%09/evil.example", "/%0a/evil.example", "/%0d%0aSet-Cookie:x=1",
+                                    "//evil.example", "/%5cevil.example", "https://evil.example/"])
+def test_login_never_redirects_off_the_site(app, target):
+    """``?next=/<TAB>/evil.example`` reached the Location header as ``//evil.example`` (an open redirect
+    after login) and a newline in it was a 500."""
+    _, token = add_team(app, "Owls")
+    team = app.test_client().post(f"/login?next={target}", data={"name": "Owls", "token": token})
+    assert team.status_code == 302 and team.location == "/"
+    admin = app.test_client().post(f"/admin/login?next={target}", data={"token": ADMIN})
+    assert admin.status_code == 302 and admin.location == "/"
+    assert app.test_client().post("/login?next=/upload", data={"name": "Owls", "token": token}).location == "/upload"
+
+
 def test_admin_creates_a_team_token_that_logs_in(app, digits_solution):
     admin = app.test_client()
     assert admin.get("/admin/").status_code == 302
