@@ -263,7 +263,8 @@ def holds_lease(job: ScoringJob, key: str, now: dt.datetime | None = None) -> bo
     expires = job.lease_expires_at
     if expires is None or expires < now:
         return False
-    return hmac.compare_digest(job_lease_key(job), key)
+    # As bytes: compare_digest refuses a str with non-ASCII characters (a TypeError, a 500).
+    return hmac.compare_digest(job_lease_key(job).encode(), key.encode("utf-8", "replace"))
 
 
 def _lease_conditions(job: ScoringJob, now: dt.datetime) -> list:

@@ -297,6 +297,15 @@ def test_malformed_predictions_are_our_failure_and_requeue(app, client, digits_s
     assert submission.status == "refused" and "class index" in " ".join(submission.messages)
 
 
+def test_a_non_ascii_lease_header_is_a_lost_lease_not_a_500(app, client):
+    submit_checkpoints(app, 1)
+    job = claim(client).get_json()
+    wrong = {**AUTH, "X-Podium-Lease": "\u00e9" * 64}
+    assert client.post(job["heartbeat_url"], headers=wrong).status_code == 409
+    assert client.get(job["file_url"], headers=wrong).status_code == 409
+    assert client.post(job["heartbeat_url"], headers=lease_headers(job)).status_code == 200
+
+
 def test_a_prediction_beyond_int64_is_a_malformed_result_not_a_500(app, client, digits_solution):
     (sub_id,) = submit_checkpoints(app, 1)
     job = claim(client).get_json()
