@@ -184,13 +184,16 @@ def upload_request(tokens: list[str], body: bytes):
 def wait_up(port: int, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("GET", "/api/leaderboard")
             if conn.getresponse().status == 200:
                 return
         except OSError:
-            time.sleep(0.2)
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.2)  # also after an error answer: no busy loop
     raise RuntimeError("the server did not start")
 
 
