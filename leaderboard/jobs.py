@@ -367,10 +367,11 @@ def fail(job_id: int, key: str, error: str) -> Outcome:
     return Outcome(True, job.status)
 
 
-def release(job_id: int, key: str) -> Outcome:
-    """The lease holder gives the job back unfinished (its worker is stopping): the job returns to
-    the queue at once, in its old place, and the attempt is not counted (``attempts`` goes back
-    down, so stopping workers never use up the job's ``max_attempts``).
+def release(job_id: int, key: str, reason: str | None = None) -> Outcome:
+    """The lease holder gives the job back unfinished (its worker is stopping, or cannot run models
+    at all: ``reason`` says why): the job returns to the queue at once, in its old place, and the
+    attempt is not counted (``attempts`` goes back down, so such workers never use up the job's
+    ``max_attempts``).
 
     ``created_at`` moves on by a microsecond, which keeps the job's place in the queue but changes
     every later lease key: the next claim reuses this attempt number, and the key of the lease
@@ -379,7 +380,8 @@ def release(job_id: int, key: str) -> Outcome:
     def back_in_queue(held: ScoringJob) -> dict:
         return {"attempts": max(0, held.attempts - 1),
                 "created_at": held.created_at + dt.timedelta(microseconds=1),
-                "last_error": f"given back by worker {held.worker_name} when it stopped (attempt not counted)"}
+                "last_error": (f"given back by worker {held.worker_name}: {reason}"[:2000] if reason else
+                               f"given back by worker {held.worker_name} when it stopped (attempt not counted)")}
 
     job = _finish(job_id, key, "queued", release=True, extra=back_in_queue)
     if job is None:

@@ -204,7 +204,9 @@ def result(job_id: int) -> Response:
 @jobs_api.post("/<int:job_id>/release")
 @require_worker
 def release(job_id: int) -> Response:
-    outcome = jobs.release(job_id, request.headers.get(LEASE_HEADER, ""))
+    body = request.get_json(silent=True)
+    reason = body.get("reason") if isinstance(body, dict) and isinstance(body.get("reason"), str) else None
+    outcome = jobs.release(job_id, request.headers.get(LEASE_HEADER, ""), reason)
     if not outcome.accepted:
         return _error(409, "This worker does not hold the lease on that job (expired, finished or re-claimed).")
     return jsonify({"status": outcome.status})

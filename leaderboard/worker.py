@@ -172,10 +172,11 @@ class JobClient:
     def post_result(self, job: dict, body: Any) -> dict:
         return self.request("POST", job["result_url"], lease=job["lease"], json=body).json()
 
-    def release(self, job: dict) -> dict:
+    def release(self, job: dict, reason: str | None = None) -> dict:
         """Give the job back unfinished: one quick try and one retry, since the worker is stopping."""
         path = job.get("release_url") or f"api/jobs/{job['id']}/release"
-        return self.request("POST", path, lease=job["lease"], retries=1, timeout=RELEASE_TIMEOUT_S / 2).json()
+        return self.request("POST", path, lease=job["lease"], retries=1, timeout=RELEASE_TIMEOUT_S / 2,
+                            json={"reason": reason} if reason else None).json()
 
 
 def _errors(response: requests.Response) -> str:
@@ -290,9 +291,10 @@ class Worker:
             checkpoint.unlink(missing_ok=True)
         if beat.lost.is_set():
             return "lease lost, result dropped"
-        reply = self.client.post_result(job, body)
-        if unusable is not None:  # give the job back and stop, rather than fail every job in the queue
+        if unusable is not None:  # give the job back (not counted) and stop, rather than fail every job
+            self.client.release(job, reason=body["failure"])
             raise WorkerUnusable(unusable)
+        reply = self.client.post_result(job, body)
         return f"{verdict} -> {reply.get('status', '?')}"
 
     def run_once(self) -> bool:
@@ -307,7 +309,7 @@ class Worker:
         except LeaseLost:
             verdict = "lease lost, result refused by the server"
         except WorkerUnusable:
-            verdict = "failed -> given back (this worker cannot run models)"
+            verdict = "given back, attempt not counted (this worker cannot run models)"
             raise
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (Stopped): hand the job back before going
             verdict = self.give_back(job)

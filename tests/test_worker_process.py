@@ -285,7 +285,7 @@ def test_a_worker_that_cannot_run_models_gives_the_job_back_and_stops(live, ridg
     assert run.returncode == 3, run.stderr[-3000:]
     assert "cannot run models" in run.stderr
     job = job_row(live, sub_id)
-    assert (job.status, job.attempts, job.worker_name) == ("queued", 1, None)  # given back, not failed
+    assert (job.status, job.attempts, job.worker_name) == ("queued", 0, None)  # given back, attempt not counted
     assert "gpu-less" in job.last_error and "cuda" in job.last_error.lower()
     submission = submission_row(live, sub_id)
     assert submission.status == "queued" and submission.counts_toward_limit
