@@ -357,6 +357,12 @@ def _finish(verdict: str, headline: str, evidence: dict, findings: list[str]) ->
 
 def diagnose(history: History | Sequence[Mapping], thresholds: Thresholds | None = None) -> Diagnosis:
     """Apply the seeds' rules to a history (a ``History`` or a list of dicts with ``COLUMNS``)."""
+    # An uploaded history may hold any finite float: overflow in a ratio is a verdict, not a warning.
+    with np.errstate(all="ignore"):
+        return _diagnose(history, thresholds)
+
+
+def _diagnose(history: History | Sequence[Mapping], thresholds: Thresholds | None) -> Diagnosis:
     t = thresholds or Thresholds()
     h = _as_history(history)
     if len(h) == 0:

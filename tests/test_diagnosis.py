@@ -202,3 +202,11 @@ def test_module_imports_neither_torch_nor_matplotlib():
 def test_history_csv_writes_empty_cells_for_missing_values():
     text = history_csv([{"epoch": 1, "train_loss": 0.5, "train_acc": 0.5}])
     assert text.splitlines()[1] == "1,0.5,0.5,,,,,"
+
+
+def test_extreme_but_finite_losses_get_a_verdict_without_numpy_warnings():
+    """An uploaded history may hold any float; overflow inside a ratio must not warn (warnings are
+    errors in this suite) nor crash the submission page."""
+    history = make([1.0, 0.5, 0.4], [0.5, 0.7, 0.8], [1e308, -1e308, 1e308], [0.5, 0.6, 0.7])
+    result = diagnose(history)
+    assert result.verdict in VERDICTS
