@@ -11,7 +11,8 @@ import numpy as np
 
 from harness.competition import PRIVATE, PUBLIC, Competition, Solution, load_solution
 from harness.errors import SubmissionError
-from harness.metrics import SplitScore, confusion_matrix, split_score
+from harness.metrics import SplitScore, split_score
+from harness.sniff import sniff
 
 SPLITS = ("public", "private", "all")
 BOOTSTRAP_RESAMPLES = 1000
@@ -71,8 +72,6 @@ def score_predictions(
 
 def file_kind(head: bytes) -> str:
     """'checkpoint' or 'csv', decided by content (the first bytes), never by file name."""
-    from harness.sniff import sniff
-
     return sniff(head)
 
 

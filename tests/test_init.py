@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from harness.build import build_competition
-from harness.competition import IGNORED, PRIVATE, PUBLIC, load_competition, load_solution, load_test, load_train
+from harness.competition import IGNORED, PRIVATE, PUBLIC, load_competition, load_test, load_train
 from harness.datasets import load_digits
 from harness.errors import CompetitionError, DatasetError
 from tests.conftest import PODIUM

@@ -299,7 +299,7 @@ def test_nobody_fetches_the_solution_or_another_teams_files(app, digits_solution
     login(rival, "Rivals", rival_token)
     anonymous = app.test_client()
     for client in (rival, anonymous):
-        for url in (f"/submissions/{sub_id}/file", f"/submissions/{sub_id}", f"/api/teams/owls/submissions"):
+        for url in (f"/submissions/{sub_id}/file", f"/submissions/{sub_id}", "/api/teams/owls/submissions"):
             assert client.get(url).status_code == 404, url
     assert app.test_client().get(f"/api/submissions/{sub_id}",
                                  headers={"Authorization": f"Bearer {rival_token}"}).status_code == 404
