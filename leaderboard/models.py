@@ -12,9 +12,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from leaderboard.extensions import db
 
-SUBMISSION_STATUSES = ("queued", "running", "scored", "refused", "failed")
-JOB_STATUSES = ("queued", "running", "done", "failed")
-
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
@@ -66,7 +63,7 @@ class Submission(db.Model):
     stored_path: Mapped[str] = mapped_column(sa.String(512))  # relative to the storage root
     note: Mapped[str] = mapped_column(sa.Text, default="")
     history_csv: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
-    status: Mapped[str] = mapped_column(sa.String(16), default="queued")
+    status: Mapped[str] = mapped_column(sa.String(16), default="queued")  # queued running scored refused failed
     messages: Mapped[list] = mapped_column(sa.JSON, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     late: Mapped[bool] = mapped_column(default=False)
@@ -91,7 +88,7 @@ class ScoringJob(db.Model):
     submission_id: Mapped[int] = mapped_column(sa.ForeignKey("submission.id"), index=True)
     sha256: Mapped[str] = mapped_column(sa.String(64))
     scorer_version: Mapped[str] = mapped_column(sa.String(32))
-    status: Mapped[str] = mapped_column(sa.String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(sa.String(16), default="queued", index=True)  # queued running done failed
     worker_name: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(default=0)
