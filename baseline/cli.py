@@ -34,6 +34,8 @@ from baseline.config import DATA_PATHS, PRESETS
 @click.option("--data-path", type=click.Choice(DATA_PATHS), default=None,
               help="fast: batches transformed on the device; reference: per-image torchvision v2 in a DataLoader.")
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast and channels_last on CUDA.")
+@click.option("--cudnn-benchmark/--no-cudnn-benchmark", default=None,
+              help="cuDNN autotuning on CUDA: times every algorithm for each new layer shape on first use.")
 @click.option("--workers", type=int, default=None, help="DataLoader workers of the reference path.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch (0: one per core).")
 @click.option("--quiet", is_flag=True, help="No progress bars or epoch lines.")

@@ -46,6 +46,9 @@ class BaselineConfig:
     compile: bool = False
     data_path: str = "fast"
     amp: bool = True  # bf16 autocast and channels_last, on CUDA only
+    # cuDNN autotuning on CUDA. Off: on an H200 (2026-12-04) it cost the seed recipe's first epoch
+    # 16-22 s of timing every layer shape and gained nothing after (10.9 s per epoch either way).
+    cudnn_benchmark: bool = False
     workers: int = 4  # DataLoader workers of the reference path
     eval_batch_size: int = 512
     threads: int = 0  # CPU threads for torch (0: torch's default, one per core)
