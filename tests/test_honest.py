@@ -246,3 +246,57 @@ def test_medals_top_fractions_and_ties():
     assert tied[:4] == ["gold", "silver", "silver", "bronze"]
     assert honest.assign_medals([1, 2, 3], {"gold": 0.1}) == [None, None, None]  # 0.3 teams: no gold
     assert honest.assign_medals([1, 2, 3], {"bronze": 0.5}) == ["bronze", None, None]
+
+
+# --------------------------------------------------------------------------- competition.toml settings
+
+def load_with(tmp_path, settings: str):
+    from harness.competition import load_competition
+
+    (tmp_path / "competition.toml").write_text(f'name = "c"\nclasses = ["a", "b"]\n{settings}\n', encoding="utf-8")
+    return load_competition(tmp_path)
+
+
+def test_public_board_setting(tmp_path):
+    from harness.competition import PublicBoard
+
+    assert load_with(tmp_path, "").public_board == PublicBoard("exact")
+    ladder = load_with(tmp_path, 'public_board = "ladder"').public_board
+    assert ladder.mode == "ladder" and ladder.step is None and ladder.step_for(400) == pytest.approx(0.05)
+    np.testing.assert_allclose(ladder.shown([0.80, 0.82, 0.90], public_rows=400), [0.80, 0.80, 0.90])
+    rounded = load_with(tmp_path, 'public_board = { mode = "rounded", decimals = 2 }').public_board
+    assert rounded.shown([0.8149], public_rows=400).tolist() == [0.81]
+    stepped = load_with(tmp_path, '[public_board]\nmode = "ladder"\nstep = 0.01').public_board
+    assert stepped.step_for(400) == 0.01
+
+
+@pytest.mark.parametrize(
+    "setting, expected",
+    [
+        ('public_board = "fuzzy"', "'fuzzy' is not one of exact, rounded, ladder"),
+        ("public_board = 3", 'public_board must be "exact", "rounded" or "ladder"'),
+        ('public_board = { mode = "rounded", decimals = 2.5 }', "decimals must be a whole number from 0 to 10"),
+        ('public_board = { mode = "ladder", step = 2 }', "step must be a number between 0 and 1"),
+        ('public_board = { mode = "exact", decimals = 2 }', "'exact' takes no other setting, not decimals"),
+        ('public_board = { mode = "ladder", decimals = 2 }', "'ladder' takes step, not decimals"),
+        ("medals = 0.1", "medals must be a table of top fractions"),
+        ("medals = { platinum = 0.01 }", "not platinum"),
+        ("medals = { gold = 0 }", "medals.gold must be a fraction"),
+        ("medals = { gold = 0.3, silver = 0.2 }", "gold <= silver <= bronze"),
+    ],
+)
+def test_bad_honest_settings_are_refused_with_their_name(tmp_path, setting, expected):
+    from harness.errors import CompetitionError
+
+    with pytest.raises(CompetitionError) as info:
+        load_with(tmp_path, setting)
+    assert expected in str(info.value)
+
+
+def test_medals_setting(tmp_path):
+    competition = load_with(tmp_path, "medals = { gold = 0.1, silver = 0.2, bronze = 0.4 }")
+    assert competition.medals == (("gold", 0.1), ("silver", 0.2), ("bronze", 0.4))
+    assert honest.assign_medals(list(range(1, 11)), competition.medal_fractions)[:5] == \
+        ["gold", "silver", "bronze", "bronze", None]
+    assert load_with(tmp_path, "").medals == ()
+    assert load_with(tmp_path, "medals = { bronze = 0.5 }").medal_fractions == {"bronze": 0.5}
