@@ -41,6 +41,7 @@ SEED = 0
 ALPHA = 0.05  # one-sided level of the tier test
 RANGE_CONFIDENCE = 0.90
 _BLOCK_DRAWS = 1 << 22  # row indices drawn at once (32 MB of int64)
+_BLOCK_CELLS = 1 << 24  # resampled confusion-matrix cells held at once (64 MB of float32)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -111,8 +112,9 @@ def resampled_scores(predictions: np.ndarray, truth: np.ndarray, counts: np.ndar
     """Every team's score in every resample given by ``counts`` (``resample_counts``): ``[B, T]``.
 
     Accuracy is one float32 matrix product (exact: integer counts below 2**24). Any other metric
-    builds each team's resampled confusion matrices by summing the counts of the rows in each
-    (truth, prediction) cell, then applies the metric to the stack.
+    builds every team's resampled confusion matrices as one product of the counts with a sparse
+    row -> (team, truth, prediction) cell indicator, a block of teams at a time, then applies
+    the metric to the stack ``[B, teams, K, K]``.
     """
     predictions, truth = _check(predictions, truth)
     counts = np.asarray(counts)
@@ -121,16 +123,25 @@ def resampled_scores(predictions: np.ndarray, truth: np.ndarray, counts: np.ndar
         correct = (predictions == truth).astype(np.float32)
         hits = counts.astype(np.float32) @ correct.T
         return hits.astype(np.float64) / totals[:, None]
+    from scipy import sparse
+
     fn = _metric_fn(metric)
     k = int(num_classes if num_classes is not None else max(predictions.max(), truth.max()) + 1)
-    out = np.empty((counts.shape[0], predictions.shape[0]))
-    for team, pred in enumerate(predictions):
-        cells = truth * k + pred
-        order = np.argsort(cells, kind="stable")
-        present, starts = np.unique(cells[order], return_index=True)
-        cm = np.zeros((counts.shape[0], k * k), dtype=np.int64)
-        cm[:, present] = np.add.reduceat(counts[:, order], starts, axis=1)
-        out[:, team] = fn(cm.reshape(-1, k, k))
+    teams, rows = predictions.shape
+    weights = counts.astype(np.float32)
+    out = np.empty((counts.shape[0], teams))
+    block = max(1, _BLOCK_CELLS // max(1, counts.shape[0] * k * k))
+    for start in range(0, teams, block):
+        stop = min(teams, start + block)
+        size = stop - start
+        # one column per (team, truth, prediction) cell; row r of the split falls in one per team
+        cells = (np.arange(size)[:, None] * (k * k) + truth[None, :] * k + predictions[start:stop]).ravel()
+        onehot = sparse.csr_matrix(
+            (np.ones(size * rows, dtype=np.float32), (np.tile(np.arange(rows), size), cells)),
+            shape=(rows, size * k * k),
+        )
+        cm = np.rint(np.asarray((onehot.T @ weights.T).T)).astype(np.int64)
+        out[:, start:stop] = fn(cm.reshape(-1, size, k, k))
     return out
 
 
