@@ -40,6 +40,7 @@ RESAMPLES = 2000
 SEED = 0
 ALPHA = 0.05  # one-sided level of the tier test
 RANGE_CONFIDENCE = 0.90
+TWO_STAGE = True  # the forecast's private splits also carry the public scores' own uncertainty
 _BLOCK_DRAWS = 1 << 22  # row indices drawn at once (32 MB of int64)
 _BLOCK_CELLS = 1 << 24  # resampled confusion-matrix cells held at once (64 MB of float32)
 
@@ -80,20 +81,31 @@ def _metric_fn(metric: str | Callable) -> Callable:
 
 # --------------------------------------------------------------------------- resampling
 
-def resample_counts(rows: int, resamples: int = RESAMPLES, seed: int = SEED, draw: int | None = None) -> np.ndarray:
+def resample_counts(rows: int, resamples: int = RESAMPLES, seed: int = SEED, draw: int | None = None,
+                    two_stage: bool = False) -> np.ndarray:
     """How often each of ``rows`` rows is drawn in each resample: int32 ``[resamples, rows]``.
 
     Each resample draws ``draw`` row indices (default ``rows``: a bootstrap resample) uniformly
     with replacement, ``rng.integers(0, rows, draw)`` per resample in order. Scores computed from
     these counts equal scores of the resampled rows, at the cost of one matrix product.
+
+    ``two_stage``: each resample first draws a bootstrap copy of the rows (``rows`` indices, the
+    population the rows might have come from), then ``draw`` rows from that copy; a score on it
+    varies as much as the public estimate *and* a new split together.
     """
     draw = rows if draw is None else int(draw)
     rng = np.random.default_rng(seed)
     counts = np.zeros((resamples, rows), dtype=np.int32)
-    step = max(1, _BLOCK_DRAWS // max(draw, 1))
+    step = max(1, _BLOCK_DRAWS // max(draw + (rows if two_stage else 0), 1))
     for start in range(0, resamples, step):
         size = min(step, resamples - start)
-        idx = rng.integers(0, rows, size=(size, draw))
+        if two_stage:  # one resample at a time: the copy, then the draw from it
+            idx = np.empty((size, draw), dtype=np.int64)
+            for b in range(size):
+                population = rng.integers(0, rows, size=rows)
+                idx[b] = population[rng.integers(0, rows, size=draw)]
+        else:
+            idx = rng.integers(0, rows, size=(size, draw))
         flat = (idx + (np.arange(size, dtype=np.int64) * rows)[:, None]).ravel()
         counts[start:start + size] = np.bincount(flat, minlength=size * rows).reshape(size, rows)
     return counts
@@ -235,7 +247,8 @@ def rank_ranges(predictions: np.ndarray, truth: np.ndarray, *, metric: str | Cal
 
 def shakeup_forecast(predictions: np.ndarray, truth: np.ndarray, private_rows: int, *,
                      public_rank: Sequence[int] | None = None, metric: str | Callable = "accuracy",
-                     num_classes: int | None = None, resamples: int = RESAMPLES, seed: int = SEED + 1) -> np.ndarray:
+                     num_classes: int | None = None, resamples: int = RESAMPLES, seed: int = SEED + 1,
+                     two_stage: bool = TWO_STAGE) -> np.ndarray:
     """Probability ``[T]`` that each team's private rank differs from its public rank.
 
     Each simulated private split draws ``private_rows`` rows with replacement from the public rows
@@ -247,7 +260,7 @@ def shakeup_forecast(predictions: np.ndarray, truth: np.ndarray, private_rows: i
     if public_rank is None:
         public_rank = ranks(scores(predictions, truth, metric, num_classes))
     public_rank = np.asarray(public_rank, dtype=np.int64)
-    counts = resample_counts(truth.shape[0], resamples, seed, draw=int(private_rows))
+    counts = resample_counts(truth.shape[0], resamples, seed, draw=int(private_rows), two_stage=two_stage)
     simulated = ranks(resampled_scores(predictions, truth, counts, metric, num_classes))
     return np.mean(simulated != public_rank[None, :], axis=0)
 

@@ -27,13 +27,15 @@ def synthetic_teams(teams: int, rows: int, classes: int = 10, seed: int = 0, ski
 
 
 def direct_scores(predictions, truth, resamples, seed, draw=None, metric="accuracy"):
-    """The plain bootstrap: draw row indices, score every team on them with scikit-learn."""
+    """The plain bootstrap: draw row indices, score every team on them (a mean, or scikit-learn)."""
     rng = np.random.default_rng(seed)
     n = len(truth)
     out = []
     for _ in range(resamples):
         idx = rng.integers(0, n, n if draw is None else draw)
         if metric == "accuracy":
+            out.append([np.mean(truth[idx] == p[idx]) for p in predictions])
+        elif metric == "sklearn_accuracy":
             out.append([accuracy_score(truth[idx], p[idx]) for p in predictions])
         else:
             out.append([f1_score(truth[idx], p[idx], average="macro", zero_division=0) for p in predictions])
@@ -71,10 +73,10 @@ def test_resample_counts_are_the_plain_bootstrap_draws():
 @pytest.mark.parametrize("metric", ["accuracy", "f1_macro"])
 def test_resampled_scores_match_a_direct_bootstrap(metric):
     predictions, truth = synthetic_teams(6, 80, classes=4, seed=3)
-    counts = honest.resample_counts(80, resamples=150, seed=5)
+    counts = honest.resample_counts(80, resamples=40, seed=5)
     fast = honest.resampled_scores(predictions, truth, counts, metric, num_classes=4)
-    slow = direct_scores(predictions, truth, 150, seed=5, metric=metric)
-    assert fast.shape == (150, 6)
+    slow = direct_scores(predictions, truth, 40, seed=5, metric="sklearn_" + metric if metric == "accuracy" else metric)
+    assert fast.shape == (40, 6)
     np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
     observed = honest.scores(predictions, truth, metric, num_classes=4)
     reference = [accuracy_score(truth, p) if metric == "accuracy" else f1_score(truth, p, average="macro")
@@ -147,12 +149,28 @@ def test_correctness_matrix_gives_the_same_accuracy_tiers():
     assert np.array_equal(honest.rank_ranges(predictions, truth), honest.rank_ranges(p2, t2))
 
 
-def test_shakeup_forecast_matches_a_direct_simulation():
+def direct_two_stage_scores(predictions, truth, resamples, seed, draw):
+    """Per resample: a bootstrap copy of the public rows, then ``draw`` rows from that copy."""
+    rng = np.random.default_rng(seed)
+    n = len(truth)
+    out = []
+    for _ in range(resamples):
+        population = rng.integers(0, n, n)
+        idx = population[rng.integers(0, n, draw)]
+        out.append([np.mean(truth[idx] == p[idx]) for p in predictions])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("two_stage", [False, True])
+def test_shakeup_forecast_matches_a_direct_simulation(two_stage):
     predictions, truth = synthetic_teams(7, 100, seed=12)
     public_rank = direct_ranks(honest.scores(predictions, truth).tolist())
-    private = direct_scores(predictions, truth, 300, seed=4, draw=233)
+    if two_stage:
+        private = direct_two_stage_scores(predictions, truth, 300, seed=4, draw=233)
+    else:
+        private = direct_scores(predictions, truth, 300, seed=4, draw=233)
     moved = np.array([[r != p for r, p in zip(direct_ranks(row), public_rank)] for row in private.tolist()])
-    got = honest.shakeup_forecast(predictions, truth, 233, resamples=300, seed=4)
+    got = honest.shakeup_forecast(predictions, truth, 233, resamples=300, seed=4, two_stage=two_stage)
     np.testing.assert_allclose(got, moved.mean(axis=0), atol=1e-12)
 
 
