@@ -130,6 +130,19 @@ def test_tiers_are_paired_a_consistent_small_edge_is_significant_an_unpaired_one
     assert board.rank_range[1].tolist()[0] == 1 and board.rank_range[0].tolist()[1] >= 2
 
 
+def test_two_equal_teams_are_split_about_one_time_in_ten():
+    """The test is one-sided at 5 % in the direction the board already shows, so two truly equal
+    teams land in different tiers about 5 % x 2 of the time; far more would mean a broken test."""
+    rng = np.random.default_rng(0)
+    simulations, splits = 300, 0
+    for s in range(simulations):
+        truth = rng.integers(0, 10, 500)
+        right = rng.random((2, 500)) < 0.85
+        predictions = np.where(right, truth, (truth + 1) % 10)
+        splits += int(honest.tiers(predictions, truth, resamples=300, seed=s).max() > 1)
+    assert 0.05 < splits / simulations < 0.13
+
+
 def test_tiers_are_stable_between_calls_and_respect_a_given_ranking():
     predictions, truth = synthetic_teams(12, 300, seed=8)
     first = honest.tiers(predictions, truth)
