@@ -66,8 +66,8 @@ def expected_shared_errors(predictions: np.ndarray, truth: np.ndarray, num_class
     truth = np.asarray(truth, dtype=np.int64)
     wrong = predictions != truth[None, :]
     p = error_probabilities(wrong)
-    confusion = np.zeros((num_classes, num_classes))
-    np.add.at(confusion, (np.broadcast_to(truth, predictions.shape)[wrong], predictions[wrong]), 1.0)
+    cells = np.broadcast_to(truth, predictions.shape)[wrong] * num_classes + predictions[wrong]
+    confusion = np.bincount(cells, minlength=num_classes * num_classes).reshape(num_classes, num_classes).astype(np.float64)
     totals = confusion.sum(axis=1, keepdims=True)
     pi = np.divide(confusion, totals, out=np.zeros_like(confusion), where=totals > 0)
     agree = (pi ** 2).sum(axis=1)[truth]  # [rows]
