@@ -340,10 +340,10 @@ class Curves:
             val_loss_rises=self.rises,
             last_val_loss_drop=self.last_drop,
             val_loss_rise=self.rise,
-            val_rows=self.val_rows,
-            val_error_noise=self.err_noise,
             val_loss_noise_floor=self.loss_floor_best,
         )
+        if self.val_rows:
+            self.evidence.update(val_rows=self.val_rows, val_error_noise=self.err_noise)
 
     @property
     def rise_is_real(self) -> bool:

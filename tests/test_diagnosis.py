@@ -308,3 +308,11 @@ def test_one_table_of_rules():
         assert rule.remedies == REMEDIES[rule.name] and rule.source == SOURCES[rule.name]
         assert rule.noise and callable(rule.test) and callable(rule.headline)
     assert [rule.name for rule in RULES if rule.gate] == ["diverging", "no_validation"]
+
+
+def test_noise_numbers_appear_only_when_val_rows_is_known():
+    assert "val_rows" not in diagnose(CASES["healthy"]).evidence
+    d = diagnose(with_rows(CASES["healthy"], 400))
+    assert d.evidence["val_rows"] == 400
+    assert d.evidence["val_error_noise"] == pytest.approx(math.sqrt(0.04 * 0.96 / 400))
+    assert "val_rows = 400" in d.to_text()
