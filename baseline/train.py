@@ -227,6 +227,7 @@ def _train(config: BaselineConfig, competition: Competition, d: Dist, device: to
             "train_acc": stats.accuracy,
             "val_loss": None,
             "val_acc": None,
+            "val_rows": len(val_idx) if val_data is not None else None,  # the diagnosis weighs noise by it
             "lr": optimizer.param_groups[0]["lr"],
         }
         if val_data is not None:

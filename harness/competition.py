@@ -49,6 +49,37 @@ class Limits:
     max_input_size: int = 512
 
 
+PUBLIC_BOARD_MODES = ("exact", "rounded", "ladder")
+MEDALS = ("gold", "silver", "bronze")
+
+
+@dataclass(frozen=True)
+class PublicBoard:
+    """How public scores are shown before the reveal (probing protection).
+
+    ``"exact"``: as computed; ``"rounded"``: to ``decimals``; ``"ladder"`` (Blum & Hardt 2015):
+    a team's shown score changes only when a submission beats the shown one by more than ``step``
+    (``None``: 1/sqrt(public rows)), and is shown rounded to the step. See
+    ``harness.honest.shown_scores``.
+    """
+
+    mode: str = "exact"
+    decimals: int = 4
+    step: float | None = None
+
+    def step_for(self, public_rows: int) -> float:
+        from harness.honest import ladder_step
+
+        return self.step if self.step is not None else ladder_step(public_rows)
+
+    def shown(self, scores_in_order, public_rows: int):
+        """The shown value after each of one team's submissions (``harness.honest.shown_scores``)."""
+        from harness.honest import shown_scores
+
+        step = self.step_for(public_rows) if self.mode == "ladder" else None
+        return shown_scores(scores_in_order, self.mode, decimals=self.decimals, step=step)
+
+
 @dataclass(frozen=True)
 class Competition:
     root: Path
@@ -66,6 +97,13 @@ class Competition:
     # Architectures a checkpoint may name, as "library/arch" or "library/*"; empty means every
     # classification model of torchvision and timm.
     allowed_archs: tuple[str, ...] = ()
+    public_board: PublicBoard = field(default_factory=PublicBoard)
+    # Medals as (name, top fraction of ranked teams), best first, e.g. (("gold", 0.1), ...); empty: none.
+    medals: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def medal_fractions(self) -> dict[str, float]:
+        return dict(self.medals)
 
     @property
     def num_classes(self) -> int:
@@ -135,6 +173,63 @@ def _number(table: dict, key: str, default: float, what: str, whole: bool = Fals
         kind = "a whole number" if whole else "a number"
         raise CompetitionError(f"competition.toml: {what} must be {kind} {'of 0 or more' if zero_ok else 'above 0'}, got {value!r}.")
     return value
+
+
+def _public_board(data: dict, where: Path) -> PublicBoard:
+    value = data.get("public_board", "exact")
+    if isinstance(value, str):
+        value = {"mode": value}
+    if not isinstance(value, dict):
+        raise CompetitionError(
+            f'{where}: public_board must be "exact", "rounded" or "ladder" (or a table such as '
+            f'{{ mode = "rounded", decimals = 3 }}), got {value!r}.'
+        )
+    mode = value.get("mode", "exact")
+    if mode not in PUBLIC_BOARD_MODES:
+        raise CompetitionError(f"{where}: public_board mode {mode!r} is not one of {', '.join(PUBLIC_BOARD_MODES)}.")
+    allowed = {"exact": {"mode"}, "rounded": {"mode", "decimals"}, "ladder": {"mode", "step"}}[mode]
+    extra = sorted(set(value) - allowed)
+    if extra:
+        raise CompetitionError(
+            f"{where}: public_board {mode!r} takes {', '.join(sorted(allowed - {'mode'})) or 'no other setting'}, "
+            f"not {', '.join(extra)}."
+        )
+    decimals = value.get("decimals", 4)
+    if not (_is_number(decimals) and float(decimals).is_integer() and 0 <= decimals <= 10):
+        raise CompetitionError(f"{where}: public_board.decimals must be a whole number from 0 to 10, got {decimals!r}.")
+    step = value.get("step")
+    if step is not None and not (_is_number(step) and 0 < step < 1):
+        raise CompetitionError(f"{where}: public_board.step must be a number between 0 and 1 (a score step), got {step!r}.")
+    return PublicBoard(mode=mode, decimals=int(decimals), step=None if step is None else float(step))
+
+
+def _medals(data: dict, where: Path) -> tuple[tuple[str, float], ...]:
+    value = data.get("medals")
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not value:
+        raise CompetitionError(
+            f"{where}: medals must be a table of top fractions such as "
+            f"{{ gold = 0.1, silver = 0.2, bronze = 0.4 }}, got {value!r}."
+        )
+    unknown = sorted(set(value) - set(MEDALS))
+    if unknown:
+        raise CompetitionError(f"{where}: medals knows gold, silver and bronze, not {', '.join(unknown)}.")
+    out = []
+    for name in MEDALS:
+        if name in value:
+            fraction = value[name]
+            if not (_is_number(fraction) and 0 < fraction <= 1):
+                raise CompetitionError(
+                    f"{where}: medals.{name} must be a fraction of ranked teams above 0 and at most 1, got {fraction!r}."
+                )
+            if out and fraction < out[-1][1]:
+                raise CompetitionError(
+                    f"{where}: medals.{name} ({fraction:g}) is below medals.{out[-1][0]} ({out[-1][1]:g}); each medal's "
+                    "top fraction includes the better medals, so gold <= silver <= bronze."
+                )
+            out.append((name, float(fraction)))
+    return tuple(out)
 
 
 def load_competition(directory: str | Path) -> Competition:
@@ -216,6 +311,8 @@ def load_competition(directory: str | Path) -> Competition:
         eval_transform=eval_transform,
         limits=limits,
         allowed_archs=tuple(allowed_archs),
+        public_board=_public_board(data, toml_path),
+        medals=_medals(data, toml_path),
     )
 
 

@@ -11,20 +11,29 @@ are fractions in [0, 1]. ``podium baseline`` writes this file; the leaderboard r
 when a team attaches one to a submission, so a malformed one raises ``SubmissionError`` with
 messages for that team.
 
-The rules (``diagnose``), in the order they are tried:
+An optional ``val_rows`` column says how many validation rows ``val_loss``/``val_acc`` were
+measured on (the baseline writes it); the rules use it to tell a trend from noise.
 
-- ``diverging``: a loss is NaN/infinite, or the training loss ended above where it started ->
-  the learning rate is far too high (seed 002 §4.6.1: a much too large rate diverges).
+The rules are one table, ``RULES`` (name, test, headline, remedies, source, how it holds against
+noise), tried in this order:
+
+- ``diverging``: a loss is NaN/infinite, or the training loss ended clearly above where it
+  started -> the learning rate is far too high (seed 002 §4.6.1).
+- ``no_validation``: without validation columns only ``diverging`` can be told apart.
 - ``oscillating``: the validation loss goes up and down repeatedly (at least two rises and two
-  changes of direction) -> the learning rate is too high; lower it (seed 002 §4.6.2).
+  changes of direction, counting only steps beyond noise) -> lower the learning rate (§4.6.2).
 - ``overfitting``: the training error is far below the validation error (seed 002 §4.4.1: 1 % vs
   10 %), or the validation loss rose while the training loss kept falling (§4.4.2, seed 000 §2).
 - ``still_improving``: the validation loss was still clearly falling in the last epoch -> train
   longer or raise the learning rate a little (seed 002 §4.6.2).
 - ``underfitting``: both errors are high and close (seed 002 §4.4.1: 14 % vs 15 %) -> more
   capacity, more epochs, less regularization.
-- ``healthy``: both losses improved and levelled off, with a small gap.
-- ``no_validation``: without validation columns only ``diverging`` can be told apart.
+- ``healthy``: nothing above was found beyond noise.
+
+Noise: a change of the validation loss counts only when it exceeds an absolute floor
+(``min_loss_step``) and, with ``val_rows``, ``noise_z`` standard errors of the loss
+(``val_loss_noise``); an error gap counts only beyond ``noise_z`` standard errors of the
+validation error (``val_error_noise``). A rise within noise is not a verdict.
 
 Pure Python and numpy: no torch, no matplotlib.
 """
@@ -35,13 +44,14 @@ import io
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from harness.errors import SubmissionError, capped
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+VAL_ROWS = "val_rows"  # optional column: how many validation rows val_loss/val_acc were measured on
 REQUIRED = ("epoch", "train_loss", "train_acc")
 VALIDATION = ("val_loss", "val_acc")
 OPTIONAL = ("lr", "seconds", "images_per_s")
@@ -54,7 +64,8 @@ VERDICTS = ("diverging", "oscillating", "overfitting", "still_improving", "under
 
 @dataclass(frozen=True)
 class History:
-    """The epochs of one run, in order. Iterating yields one dict per epoch (``COLUMNS`` as keys)."""
+    """The epochs of one run, in order. Iterating yields one dict per epoch (``COLUMNS`` as keys,
+    plus ``val_rows`` when the history carries that column)."""
 
     rows: tuple[dict, ...]
 
@@ -71,6 +82,12 @@ class History:
     def has_validation(self) -> bool:
         return bool(self.rows) and all(row["val_loss"] is not None for row in self.rows)
 
+    @property
+    def val_rows(self) -> int | None:
+        """The number of validation rows (the last one given), or None when the history lacks it."""
+        given = [row[VAL_ROWS] for row in self.rows if row.get(VAL_ROWS) is not None]
+        return int(given[-1]) if given else None
+
     def column(self, name: str) -> np.ndarray:
         """One column as float64 (NaN where empty)."""
         return np.array([math.nan if row[name] is None else row[name] for row in self.rows], dtype=np.float64)
@@ -83,12 +100,15 @@ class History:
 
 
 def history_csv(rows: Iterable[Mapping]) -> str:
-    """The ``history.csv`` text for rows holding ``COLUMNS`` (missing or None -> empty cell)."""
+    """The ``history.csv`` text for rows holding ``COLUMNS`` (missing or None -> empty cell); a
+    ``val_rows`` column is written when a row has that key."""
+    rows = list(rows)
+    columns = COLUMNS + ((VAL_ROWS,) if any(VAL_ROWS in row for row in rows) else ())
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow(["" if row.get(c) is None else _cell(row[c]) for c in COLUMNS])
+        writer.writerow(["" if row.get(c) is None else _cell(row[c]) for c in columns])
     return out.getvalue()
 
 
@@ -157,7 +177,7 @@ def read_history(path_or_text: str | Path | bytes) -> History:
         raise SubmissionError("The history file is empty; it needs a header and one row per epoch.") from None
     except csv.Error as exc:
         raise SubmissionError(f"The history file is not a valid CSV: {exc}.") from None
-    unknown = [c for c in header if c not in COLUMNS]
+    unknown = [c for c in header if c not in COLUMNS + (VAL_ROWS,)]
     missing = [c for c in REQUIRED + VALIDATION if c not in header]
     if unknown or missing or len(set(header)) != len(header):
         detail = []
@@ -168,7 +188,8 @@ def read_history(path_or_text: str | Path | bytes) -> History:
         if len(set(header)) != len(header):
             detail.append("a column appears twice")
         raise SubmissionError(
-            f"history line 1: the header must be {','.join(COLUMNS)} ({'; '.join(detail)})."
+            f"history line 1: the header must be {','.join(COLUMNS)} (and optionally {VAL_ROWS}) "
+            f"({'; '.join(detail)})."
         )
     if not body:
         raise SubmissionError("The history has a header but no epochs.")
@@ -182,7 +203,7 @@ def read_history(path_or_text: str | Path | bytes) -> History:
             continue
         raw = dict(zip(header, cells))
         row: dict = {}
-        for column in COLUMNS:
+        for column in COLUMNS + ((VAL_ROWS,) if VAL_ROWS in header else ()):
             value = _number(raw.get(column, ""), line, column, problems)
             if value is not None and not math.isfinite(value) and column not in ("train_loss", "val_loss"):
                 problems.append(f"history line {line}: {column} must be finite, got {raw[column].strip()!r}.")
@@ -200,6 +221,11 @@ def read_history(path_or_text: str | Path | bytes) -> History:
                 problems.append(f"history line {line}: epoch {row['epoch']:g} is not a whole number.")
             else:
                 row["epoch"] = int(row["epoch"])
+        if row.get(VAL_ROWS) is not None:
+            if not (math.isfinite(row[VAL_ROWS]) and row[VAL_ROWS].is_integer() and row[VAL_ROWS] >= 1):
+                problems.append(f"history line {line}: {VAL_ROWS} {row[VAL_ROWS]:g} is not a whole number of rows (1 or more).")
+            else:
+                row[VAL_ROWS] = int(row[VAL_ROWS])
         if (row["val_loss"] is None) != (row["val_acc"] is None):
             problems.append(f"history line {line}: give both val_loss and val_acc, or leave both empty.")
         rows.append(row)
@@ -229,51 +255,267 @@ class Thresholds:
     oscillation_step: float = 0.02  # a val-loss step counts when its relative size is at least this
     oscillation_turns: int = 2  # direction changes among counted steps ...
     oscillation_rises: int = 2  # ... with at least this many rises: one blip is not "repeatedly up and down"
+    noise_z: float = 2.0  # with val_rows known, a change must also exceed this many standard errors
 
 
-REMEDIES: dict[str, tuple[str, ...]] = {
-    "diverging": (
-        "Lower the learning rate by 10x and train again: a rate far above the ideal one makes the loss grow (seed 002 §4.6.1).",
-        "Check the input normalization and the labels before anything else.",
-    ),
-    "oscillating": (
-        "Lower the learning rate (for example by 3-10x) and train again (seed 002 §4.6.2).",
-        "Use learning-rate decay (step or exponential) so late steps are smaller (seed 002 §4.6.3).",
-    ),
-    "overfitting": (
-        "Add dropout (0.3-0.5) before the classifier (seed 000 §2).",
-        "Add weight decay / L2 regularization (for example weight_decay=1e-4).",
-        "Use more data augmentation (random crops, flips) or collect more training data.",
-        "Stop early: keep the epoch with the lowest validation loss.",
-        "Try a smaller model (fewer layers or units).",
-    ),
-    "still_improving": (
-        "Train for more epochs with the same learning rate (seed 002 §4.6.2).",
-        "Or raise the learning rate a little and train again.",
-    ),
-    "underfitting": (
-        "Give the model more capacity: more layers or units, or a different architecture (seed 002 §4.4.1).",
-        "Train for more epochs.",
-        "Reduce regularization (lower dropout or weight decay) and retune the learning rate.",
-    ),
-    "healthy": (
-        "Training and validation losses both improved and levelled off: keep this setting.",
-        "To go further, tune the learning rate first (seed 002 §4.6.1), then the regularization.",
-    ),
-    "no_validation": (
-        "Hold out a validation split (for example --val-fraction 0.1) to see over- or underfitting.",
-    ),
-}
+def val_error_noise(val_error: float, val_rows: int | None) -> float:
+    """Standard error of a validation error rate measured on ``val_rows`` rows (0 when unknown).
 
-SOURCES = {
-    "diverging": "seed 002 §4.6.1",
-    "oscillating": "seed 002 §4.6.2",
-    "overfitting": "seed 002 §4.4.1-4.4.2, seed 000 §2",
-    "still_improving": "seed 002 §4.6.2",
-    "underfitting": "seed 002 §4.4.1, seed 000 §2",
-    "healthy": "seed 002 §4.4.2",
-    "no_validation": "seed 002 §4.4",
-}
+    The binomial ``sqrt(e(1-e)/N)``, never below one row (``1/N``): with no or one wrong row the
+    binomial formula would claim a precision the validation set does not have.
+    """
+    if not val_rows:
+        return 0.0
+    e = min(max(float(val_error), 0.0), 1.0)
+    return max(math.sqrt(e * (1.0 - e) / val_rows), 1.0 / val_rows)
+
+
+def val_loss_noise(level: float, val_error: float, val_rows: int | None) -> float:
+    """Standard error of a validation loss near ``level`` (0 when ``val_rows`` is unknown).
+
+    A mean cross-entropy is dominated by the rows the model gets wrong (a few nats each, against
+    almost 0 for confident right answers), so it behaves like a count of those rows: its relative
+    noise is about ``1/sqrt(wrong rows)``, at least one row. With 126 validation rows and one
+    wrong, the loss is known to within about 100 % of itself; with 750 wrong, to about 4 %.
+    """
+    if not val_rows:
+        return 0.0
+    wrong = max(1.0, float(val_error) * val_rows)
+    return abs(float(level)) / math.sqrt(wrong)
+
+
+@dataclass
+class Curves:
+    """The numbers every rule reads, computed once from a history (see ``Rule``)."""
+
+    h: History
+    t: Thresholds
+    evidence: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        h, t = self.h, self.t
+        self.n = len(h)
+        self.train_loss, self.train_err = h.column("train_loss"), 1.0 - h.column("train_acc")
+        self.has_validation = h.has_validation
+        self.val_rows = h.val_rows
+        self.evidence.update(
+            epochs=self.n,
+            train_error=float(self.train_err[-1]),
+            train_loss=float(self.train_loss[-1]),
+            first_train_loss=float(self.train_loss[0]),
+        )
+        losses = self.train_loss if not self.has_validation else np.concatenate([self.train_loss, h.column("val_loss")])
+        self.finite = bool(np.all(np.isfinite(losses)))
+        if not self.has_validation or not self.finite:
+            return
+        val_loss, val_err = h.column("val_loss"), 1.0 - h.column("val_acc")
+        self.val_loss, self.val_err = val_loss, val_err
+        n = self.n
+        self.gap = float(val_err[-1] - self.train_err[-1])
+        self.best = int(np.argmin(val_loss))
+        self.rise = float((val_loss[-1] - val_loss[self.best]) / max(val_loss[self.best], 1e-12))
+        self.rise_abs = float(val_loss[-1] - val_loss[self.best])
+        self.last_drop = float((val_loss[-2] - val_loss[-1]) / max(val_loss[-2], 1e-12)) if n >= 2 else 0.0
+        self.last_drop_abs = float(val_loss[-2] - val_loss[-1]) if n >= 2 else 0.0
+        self.err_noise = val_error_noise(val_err[-1], self.val_rows)
+        # the smallest loss change that is not noise: the absolute floor, and z standard errors of
+        # the loss at the epoch the change is measured from
+        prev = self.n - 2 if self.n >= 2 else self.n - 1
+        self.loss_floor_best = max(
+            t.min_loss_step, t.noise_z * val_loss_noise(val_loss[self.best], val_err[self.best], self.val_rows)
+        )
+        self.loss_floor_last = max(
+            t.min_loss_step, t.noise_z * val_loss_noise(val_loss[prev], val_err[prev], self.val_rows)
+        )
+        self.turns, self.rises = _turns_and_rises(
+            val_loss, t.oscillation_step, t.min_loss_step, t.noise_z, val_err, self.val_rows
+        )
+        self.evidence.update(
+            val_error=float(val_err[-1]),
+            val_loss=float(val_loss[-1]),
+            gap=self.gap,
+            best_val_loss=float(val_loss[self.best]),
+            best_epoch=int(h[self.best]["epoch"]),
+            val_loss_turns=self.turns,
+            val_loss_rises=self.rises,
+            last_val_loss_drop=self.last_drop,
+            val_loss_rise=self.rise,
+            val_loss_noise_floor=self.loss_floor_best,
+        )
+        if self.val_rows:
+            self.evidence.update(val_rows=self.val_rows, val_error_noise=self.err_noise)
+
+    @property
+    def rise_is_real(self) -> bool:
+        """The val loss ended above its minimum by more than ``loss_rise`` and beyond noise."""
+        return self.best < self.n - 1 and self.rise >= self.t.loss_rise and self.rise_abs >= self.loss_floor_best
+
+    @property
+    def gap_is_real(self) -> bool:
+        """Val error far above train error (the seeds' 1 % vs 10 %), beyond the val error's noise."""
+        t = self.t
+        return (
+            self.gap >= t.overfit_gap
+            and self.val_err[-1] >= t.overfit_ratio * self.train_err[-1]
+            and self.gap >= t.noise_z * self.err_noise
+        )
+
+    def noise_words(self) -> str:
+        if self.val_rows:
+            return f"the noise of {self.val_rows} validation rows (±{self.loss_floor_best:.3g})"
+        return f"the {self.t.min_loss_step:g} noise floor (the history does not say how many validation rows)"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One verdict of the diagnosis: when it fires, what it says, what to do, where the seeds say so.
+
+    ``test`` and ``headline`` read a ``Curves``. A ``gate`` rule (diverging, no_validation) ends
+    the diagnosis when it fires; the other rules all run and every one that fires is a finding, the
+    first in ``RULES`` order being the verdict. ``healthy`` is the fallback: it fires always and is
+    a finding only when it is the verdict. ``noise`` says how the rule holds against the noise of
+    the validation set.
+    """
+
+    name: str
+    test: Callable[[Curves], bool]
+    headline: Callable[[Curves], str]
+    remedies: tuple[str, ...]
+    source: str
+    noise: str
+    gate: bool = False
+    needs_validation: bool = True
+
+
+def _overfit_headline(c: Curves) -> str:
+    if c.gap_is_real:
+        return (
+            f"Training error {c.train_err[-1]:.1%} is far below validation error {c.val_err[-1]:.1%}: "
+            "the model memorizes the training data."
+        )
+    return (
+        f"The validation loss rose {c.rise:.0%} after epoch {c.h[c.best]['epoch']} while the training loss kept "
+        "falling: the model has started to memorize."
+    )
+
+
+def _healthy_headline(c: Curves) -> str:
+    text = (
+        f"Both losses improved and levelled off; training error {c.train_err[-1]:.1%}, "
+        f"validation error {c.val_err[-1]:.1%}."
+    )
+    if c.best < c.n - 1 and c.rise_abs > 0 and c.rise >= c.t.loss_rise:
+        text += (
+            f" The validation loss ended {c.rise_abs:.3g} above its best (epoch {c.h[c.best]['epoch']}), "
+            f"within {c.noise_words()}: not a trend."
+        )
+    return text
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        name="diverging",
+        test=lambda c: not c.finite
+        or (c.n >= 2 and c.train_loss[-1] - c.train_loss[0] >= max(c.t.min_loss_step, c.t.loss_rise * abs(c.train_loss[0]))),
+        headline=lambda c: "The loss grew or became NaN: the learning rate is far too high.",
+        remedies=(
+            "Lower the learning rate by 10x and train again: a rate far above the ideal one makes the loss grow (seed 002 §4.6.1).",
+            "Check the input normalization and the labels before anything else.",
+        ),
+        source="seed 002 §4.6.1",
+        noise="the training loss (averaged over every training row) must end above its start by the loss floor "
+              "and 5 %; a NaN or infinite loss is never noise",
+        gate=True,
+        needs_validation=False,
+    ),
+    Rule(
+        name="no_validation",
+        test=lambda c: not c.has_validation,
+        headline=lambda c: (
+            f"No validation columns: final training error {c.train_err[-1]:.1%}; over- or underfitting cannot be told."
+        ),
+        remedies=("Hold out a validation split (for example --val-fraction 0.1) to see over- or underfitting.",),
+        source="seed 002 §4.4",
+        noise="no validation numbers, nothing to judge",
+        gate=True,
+        needs_validation=False,
+    ),
+    Rule(
+        name="oscillating",
+        test=lambda c: c.turns >= c.t.oscillation_turns and c.rises >= c.t.oscillation_rises,
+        headline=lambda c: f"The validation loss went up and down {c.turns} times: the learning rate is too high.",
+        remedies=(
+            "Lower the learning rate (for example by 3-10x) and train again (seed 002 §4.6.2).",
+            "Use learning-rate decay (step or exponential) so late steps are smaller (seed 002 §4.6.3).",
+        ),
+        source="seed 002 §4.6.2",
+        noise="a step of the validation loss counts only above 2 % relative, the 0.01 floor and 2 standard "
+              "errors of the loss (with val_rows)",
+    ),
+    Rule(
+        name="overfitting",
+        test=lambda c: c.gap_is_real or (c.rise_is_real and c.train_loss[-1] < c.train_loss[c.best]),
+        headline=_overfit_headline,
+        remedies=(
+            "Add dropout (0.3-0.5) before the classifier (seed 000 §2).",
+            "Add weight decay / L2 regularization (for example weight_decay=1e-4).",
+            "Use more data augmentation (random crops, flips) or collect more training data.",
+            "Stop early: keep the epoch with the lowest validation loss.",
+            "Try a smaller model (fewer layers or units).",
+        ),
+        source="seed 002 §4.4.1-4.4.2, seed 000 §2",
+        noise="the error gap must exceed 2 standard errors of the validation error, and a rise of the "
+              "validation loss must exceed 5 %, the 0.01 floor and 2 standard errors of the loss",
+    ),
+    Rule(
+        name="still_improving",
+        test=lambda c: c.n >= 2 and c.last_drop >= c.t.still_improving and c.last_drop_abs >= c.loss_floor_last,
+        headline=lambda c: (
+            f"The validation loss was still falling ({c.last_drop:.1%} in the last epoch): "
+            "train longer or raise the learning rate."
+        ),
+        remedies=(
+            "Train for more epochs with the same learning rate (seed 002 §4.6.2).",
+            "Or raise the learning rate a little and train again.",
+        ),
+        source="seed 002 §4.6.2",
+        noise="the last drop must exceed 2 %, the 0.01 floor and 2 standard errors of the loss",
+    ),
+    Rule(
+        name="underfitting",
+        test=lambda c: c.train_err[-1] >= c.t.underfit_error
+        and c.gap < max(c.t.underfit_gap, c.t.noise_z * c.err_noise),
+        headline=lambda c: (
+            f"Training error {c.train_err[-1]:.1%} and validation error {c.val_err[-1]:.1%} are both high and close: "
+            "the model is too weak for the data."
+        ),
+        remedies=(
+            "Give the model more capacity: more layers or units, or a different architecture (seed 002 §4.4.1).",
+            "Train for more epochs.",
+            "Reduce regularization (lower dropout or weight decay) and retune the learning rate.",
+        ),
+        source="seed 002 §4.4.1, seed 000 §2",
+        noise="the training error is measured on every training row; the errors count as close when their gap "
+              "is under 0.05 or within 2 standard errors of the validation error",
+    ),
+    Rule(
+        name="healthy",
+        test=lambda c: True,
+        headline=_healthy_headline,
+        remedies=(
+            "Training and validation losses both improved and levelled off: keep this setting.",
+            "To go further, tune the learning rate first (seed 002 §4.6.1), then the regularization.",
+        ),
+        source="seed 002 §4.4.2",
+        noise="the fallback: what remains when no other rule found a change beyond noise",
+    ),
+)
+
+RULE_BY_NAME: dict[str, Rule] = {rule.name: rule for rule in RULES}
+VERDICTS = tuple(RULE_BY_NAME)
+# Views of the one table, kept for callers that read them.
+REMEDIES: dict[str, tuple[str, ...]] = {rule.name: rule.remedies for rule in RULES}
+SOURCES: dict[str, str] = {rule.name: rule.source for rule in RULES}
 
 
 @dataclass(frozen=True)
@@ -329,140 +571,58 @@ def _as_history(history: History | Sequence[Mapping]) -> History:
         return history
     rows = []
     for number, r in enumerate(history, start=1):
-        row = {c: (None if r.get(c) is None else r[c]) for c in COLUMNS}
+        row = {c: (None if r.get(c) is None else r[c]) for c in COLUMNS + ((VAL_ROWS,) if VAL_ROWS in r else ())}
         row["epoch"] = number if row["epoch"] is None else row["epoch"]
         rows.append(row)
     return History(rows=tuple(rows))
 
 
-def _turns_and_rises(values: np.ndarray, step: float, floor: float) -> tuple[int, int]:
-    """Direction changes and rises among the steps at least ``step`` relative to the level and ``floor``."""
+def _turns_and_rises(values: np.ndarray, step: float, floor: float, z: float = 0.0,
+                     val_err: np.ndarray | None = None, val_rows: int | None = None) -> tuple[int, int]:
+    """Direction changes and rises among the steps of ``values`` that are not noise: at least
+    ``step`` relative to the level, at least ``floor``, and (with ``val_rows``) at least ``z``
+    standard errors of the loss at that level (``val_loss_noise``)."""
     diffs = np.diff(values)
     level = np.maximum(np.abs(values[:-1]), 1e-12)
-    signs = np.sign(diffs)[(np.abs(diffs) / level >= step) & (np.abs(diffs) >= floor)]
+    noise = np.zeros_like(diffs)
+    if val_rows and val_err is not None:
+        wrong = np.maximum(1.0, val_err[:-1] * val_rows)
+        noise = z * level / np.sqrt(wrong)
+    counted = (np.abs(diffs) / level >= step) & (np.abs(diffs) >= np.maximum(floor, noise))
+    signs = np.sign(diffs)[counted]
     return int(np.count_nonzero(signs[1:] != signs[:-1])), int(np.count_nonzero(signs > 0))
 
 
-def _finish(verdict: str, headline: str, evidence: dict, findings: list[str]) -> Diagnosis:
-    ordered = [verdict] + [f for f in findings if f != verdict]
-    return Diagnosis(
-        verdict=verdict,
-        headline=headline,
-        evidence=evidence,
-        remedies=list(REMEDIES[verdict]),
-        findings=ordered,
-        source=SOURCES[verdict],
-    )
-
-
 def diagnose(history: History | Sequence[Mapping], thresholds: Thresholds | None = None) -> Diagnosis:
-    """Apply the seeds' rules to a history (a ``History`` or a list of dicts with ``COLUMNS``)."""
+    """Apply ``RULES`` to a history (a ``History`` or a list of dicts with ``COLUMNS``)."""
     # An uploaded history may hold any finite float: overflow in a ratio is a verdict, not a warning.
     with np.errstate(all="ignore"):
         return _diagnose(history, thresholds)
 
 
 def _diagnose(history: History | Sequence[Mapping], thresholds: Thresholds | None) -> Diagnosis:
-    t = thresholds or Thresholds()
     h = _as_history(history)
     if len(h) == 0:
         raise SubmissionError("The history has no epochs to diagnose.")
-    train_loss, train_err = h.column("train_loss"), 1.0 - h.column("train_acc")
-    n = len(h)
-    evidence: dict = {"epochs": n, "train_error": float(train_err[-1]), "train_loss": float(train_loss[-1])}
-    findings: list[str] = []
+    c = Curves(h, thresholds or Thresholds())
+    fired: list[Rule] = []
+    for rule in RULES:
+        if rule.needs_validation and not (c.has_validation and c.finite):
+            continue
+        if rule.test(c):
+            if rule.gate:
+                return _finish(rule, c, [rule.name])
+            fired.append(rule)
+    findings = [rule.name for rule in fired if rule.name != "healthy"] or ["healthy"]
+    return _finish(fired[0], c, findings)
 
-    losses = train_loss if not h.has_validation else np.concatenate([train_loss, h.column("val_loss")])
-    if not np.all(np.isfinite(losses)) or (n >= 2 and train_loss[-1] > train_loss[0]):
-        evidence["first_train_loss"] = float(train_loss[0])
-        return _finish(
-            "diverging",
-            "The loss grew or became NaN: the learning rate is far too high.",
-            evidence,
-            ["diverging"],
-        )
-    if not h.has_validation:
-        return _finish(
-            "no_validation",
-            f"No validation columns: final training error {train_err[-1]:.1%}; over- or underfitting cannot be told.",
-            evidence,
-            [],
-        )
 
-    val_loss, val_err = h.column("val_loss"), 1.0 - h.column("val_acc")
-    gap = float(val_err[-1] - train_err[-1])
-    best = int(np.argmin(val_loss))
-    evidence.update(
-        val_error=float(val_err[-1]),
-        val_loss=float(val_loss[-1]),
-        gap=gap,
-        best_val_loss=float(val_loss[best]),
-        best_epoch=int(h[best]["epoch"]),
-    )
-    turns, rises = _turns_and_rises(val_loss, t.oscillation_step, t.min_loss_step)
-    evidence["val_loss_turns"], evidence["val_loss_rises"] = turns, rises
-    last_drop = float((val_loss[-2] - val_loss[-1]) / max(val_loss[-2], 1e-12)) if n >= 2 else 0.0
-    evidence["last_val_loss_drop"] = last_drop
-    rise = float((val_loss[-1] - val_loss[best]) / max(val_loss[best], 1e-12))
-
-    oscillating = turns >= t.oscillation_turns and rises >= t.oscillation_rises
-    gap_overfit = gap >= t.overfit_gap and val_err[-1] >= t.overfit_ratio * train_err[-1]
-    loss_overfit = best < n - 1 and rise >= t.loss_rise and train_loss[-1] < train_loss[best]
-    still = n >= 2 and last_drop >= t.still_improving and val_loss[-2] - val_loss[-1] >= t.min_loss_step
-    underfit = train_err[-1] >= t.underfit_error and gap < t.underfit_gap
-    for name, fired in (
-        ("oscillating", oscillating),
-        ("overfitting", gap_overfit or loss_overfit),
-        ("still_improving", still),
-        ("underfitting", underfit),
-    ):
-        if fired:
-            findings.append(name)
-
-    if oscillating:
-        return _finish(
-            "oscillating",
-            f"The validation loss went up and down {turns} times: the learning rate is too high.",
-            evidence,
-            findings,
-        )
-    if gap_overfit:
-        return _finish(
-            "overfitting",
-            f"Training error {train_err[-1]:.1%} is far below validation error {val_err[-1]:.1%}: "
-            "the model memorizes the training data.",
-            evidence,
-            findings,
-        )
-    if loss_overfit:
-        evidence["val_loss_rise"] = rise
-        return _finish(
-            "overfitting",
-            f"The validation loss rose {rise:.0%} after epoch {h[best]['epoch']} while the training loss kept "
-            "falling: the model has started to memorize.",
-            evidence,
-            findings,
-        )
-    if still:
-        return _finish(
-            "still_improving",
-            f"The validation loss was still falling ({last_drop:.1%} in the last epoch): "
-            "train longer or raise the learning rate.",
-            evidence,
-            findings,
-        )
-    if underfit:
-        return _finish(
-            "underfitting",
-            f"Training error {train_err[-1]:.1%} and validation error {val_err[-1]:.1%} are both high and close: "
-            "the model is too weak for the data.",
-            evidence,
-            findings,
-        )
-    return _finish(
-        "healthy",
-        f"Both losses improved and levelled off; training error {train_err[-1]:.1%}, "
-        f"validation error {val_err[-1]:.1%}.",
-        evidence,
-        ["healthy"],
+def _finish(rule: Rule, c: Curves, findings: list[str]) -> Diagnosis:
+    return Diagnosis(
+        verdict=rule.name,
+        headline=rule.headline(c),
+        evidence=dict(c.evidence),
+        remedies=list(rule.remedies),
+        findings=findings,
+        source=rule.source,
     )

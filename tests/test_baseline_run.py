@@ -52,6 +52,7 @@ def check_run_directory(out: Path, competition, epochs: int, device: str = "cpu"
         assert row["seconds"] > 0 and row["images_per_s"] > 0 and row["lr"] > 0
     report = json.loads((out / "report.json").read_text())
     assert report["history"] == history.to_dicts()
+    assert history.val_rows == report["data"]["val_images"]  # the diagnosis knows the validation noise
     assert report["diagnosis"]["verdict"] in VERDICTS and report["diagnosis"]["remedies"]
     assert report["config"]["arch"] == "resnet18" and report["versions"]["torch"]
     assert report["device"]["type"] == device

@@ -210,3 +210,109 @@ def test_extreme_but_finite_losses_get_a_verdict_without_numpy_warnings():
     history = make([1.0, 0.5, 0.4], [0.5, 0.7, 0.8], [1e308, -1e308, 1e308], [0.5, 0.6, 0.7])
     result = diagnose(history)
     assert result.verdict in VERDICTS
+
+
+# --------------------------------------------------------------------------- noise (issue 12 part 7)
+
+def with_rows(rows: list[dict], val_rows: int | None) -> list[dict]:
+    return [{**row, "val_rows": val_rows} for row in rows]
+
+
+# The history from the issue: a digits baseline with 126 validation rows; the validation loss went
+# from 0.0369 to 0.0416 in the last epoch with validation accuracy 0.992 (one row wrong) and
+# training accuracy 0.986. The old relative-rise rule called this "overfitting".
+ISSUE_CASE = make([1.2, 0.30, 0.12, 0.07, 0.05, 0.040], [0.70, 0.92, 0.965, 0.978, 0.983, 0.986],
+                  [0.45, 0.12, 0.060, 0.045, 0.0369, 0.0416], [0.88, 0.968, 0.984, 0.984, 0.992, 0.992])
+
+
+@pytest.mark.parametrize("val_rows", [None, 126])
+def test_the_issue_case_is_not_overfitting(val_rows):
+    d = diagnose(with_rows(ISSUE_CASE, val_rows))
+    assert d.verdict == "healthy" and d.findings == ["healthy"], d.to_text()
+    assert d.evidence["val_loss_rise"] == pytest.approx(0.0416 / 0.0369 - 1)  # 12.7 %: above the old 5 % rule
+    assert "not a trend" in d.headline and "0.0047" in d.headline
+    if val_rows:
+        assert "126 validation rows" in d.headline and d.evidence["val_rows"] == 126
+        # one wrong row out of 126: the loss is known to about 100 % of itself
+        assert d.evidence["val_loss_noise_floor"] == pytest.approx(2 * 0.0369 / math.sqrt(0.008 * 126), rel=1e-6)
+
+
+def test_a_loss_rise_is_overfitting_only_beyond_the_noise_of_the_validation_set():
+    # the validation loss rises 0.20 -> 0.23 (15 %, 0.03 absolute: above the old rules' floors)
+    rows = make([1.0, 0.4, 0.2, 0.12, 0.08], [0.7, 0.88, 0.94, 0.96, 0.975],
+                [0.8, 0.35, 0.20, 0.21, 0.23], [0.75, 0.9, 0.95, 0.95, 0.95])
+    # 126 rows, about 6 wrong: the loss is known to within 40 % of itself, a 15 % rise is noise
+    small = diagnose(with_rows(rows, 126))
+    assert "overfitting" not in small.findings and small.verdict == "healthy", small.to_text()
+    # 20,000 rows, about 1,000 wrong: the loss is known to about 3 %, a 15 % rise is real
+    large = diagnose(with_rows(rows, 20_000))
+    assert large.verdict == "overfitting" and "rose 15%" in large.headline
+    assert diagnose(rows).verdict == "overfitting"  # without val_rows only the floors apply, as before
+
+
+def test_an_error_gap_is_overfitting_only_beyond_the_noise_of_the_validation_error():
+    rows = make([1.0, 0.3, 0.1, 0.05, 0.049], [0.7, 0.92, 0.97, 1.0, 1.0],
+                [0.9, 0.4, 0.3, 0.29, 0.289], [0.7, 0.9, 0.93, 0.94, 0.94])
+    # train error 0 %, validation error 6 % on 50 rows (3 wrong): 2 standard errors are 6.7 %
+    assert "overfitting" not in diagnose(with_rows(rows, 50)).findings
+    assert diagnose(with_rows(rows, 5000)).verdict == "overfitting"
+
+
+def test_the_seeds_clear_cases_keep_their_verdicts_with_val_rows():
+    for verdict in ("overfitting", "underfitting", "still_improving", "oscillating", "healthy"):
+        assert diagnose(with_rows(CASES[verdict], 5000)).verdict == verdict, verdict
+    rising = make([1.0, 0.5, 0.3, 0.2, 0.1], [0.6, 0.8, 0.85, 0.87, 0.88],
+                  [0.9, 0.6, 0.55, 0.62, 0.70], [0.62, 0.8, 0.84, 0.84, 0.85])
+    assert diagnose(with_rows(rising, 5000)).verdict == "overfitting"
+
+
+def test_ups_and_downs_within_noise_are_not_oscillation():
+    # the seeds' oscillating curve measured on 10 validation rows: every step is within noise
+    d = diagnose(with_rows(CASES["oscillating"], 10))
+    assert "oscillating" not in d.findings and d.evidence["val_loss_turns"] == 0
+
+
+def test_a_small_last_drop_within_noise_is_not_still_improving():
+    rows = make([1.0, 0.5, 0.3, 0.25, 0.24], [0.7, 0.85, 0.9, 0.92, 0.925],
+                [0.9, 0.5, 0.35, 0.33, 0.30], [0.7, 0.84, 0.89, 0.9, 0.9])
+    assert diagnose(rows).verdict == "still_improving"  # 9 % and 0.03: a trend by the floors alone
+    assert diagnose(with_rows(rows, 100)).verdict == "healthy"  # 10 wrong rows: 0.03 is within 2 x 0.33/sqrt(10)
+
+
+def test_a_tiny_end_rise_of_the_training_loss_is_not_divergence():
+    rows = make([0.050, 0.020, 0.0505], [0.98, 0.99, 0.99], [0.06, 0.05, 0.05], [0.98, 0.985, 0.985])
+    assert diagnose(rows).verdict != "diverging"
+    assert diagnose(make([0.5, 0.4, 0.9], [0.8, 0.85, 0.6], [0.5, 0.45, 0.9], [0.8, 0.82, 0.6])).verdict == "diverging"
+
+
+def test_val_rows_column_round_trips_and_is_checked(tmp_path):
+    rows = with_rows(CASES["healthy"], 180)
+    path = write_history(tmp_path / "history.csv", rows)
+    assert path.read_text().splitlines()[0] == ",".join(COLUMNS) + ",val_rows"
+    history = read_history(path)
+    assert history.val_rows == 180 and history.to_dicts() == rows
+    assert read_history(history.to_csv()).to_dicts() == rows
+    assert read_history(write_history(tmp_path / "h2.csv", CASES["healthy"])).val_rows is None
+    header = "epoch,train_loss,train_acc,val_loss,val_acc,val_rows\n"
+    for bad in ("1.5", "0", "-3"):
+        with pytest.raises(SubmissionError, match="val_rows .* is not a whole number of rows"):
+            read_history(header + f"1,0.5,0.5,0.4,0.5,{bad}\n")
+    assert read_history(header + "1,0.5,0.5,0.4,0.5,\n").val_rows is None
+
+
+def test_one_table_of_rules():
+    from harness.diagnosis import RULES, SOURCES
+
+    assert [rule.name for rule in RULES] == list(VERDICTS)
+    for rule in RULES:
+        assert rule.remedies == REMEDIES[rule.name] and rule.source == SOURCES[rule.name]
+        assert rule.noise and callable(rule.test) and callable(rule.headline)
+    assert [rule.name for rule in RULES if rule.gate] == ["diverging", "no_validation"]
+
+
+def test_noise_numbers_appear_only_when_val_rows_is_known():
+    assert "val_rows" not in diagnose(CASES["healthy"]).evidence
+    d = diagnose(with_rows(CASES["healthy"], 400))
+    assert d.evidence["val_rows"] == 400
+    assert d.evidence["val_error_noise"] == pytest.approx(math.sqrt(0.04 * 0.96 / 400))
+    assert "val_rows = 400" in d.to_text()
