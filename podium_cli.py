@@ -21,8 +21,8 @@ COMMANDS = {
     "diagnose": ("baseline.cli", "diagnose_command", "Read a history.csv and print the over/underfitting diagnosis."),
     "serve": ("leaderboard.cli", "serve_command", "Run the leaderboard web server."),
     "team": ("leaderboard.cli", "team_group", "Manage teams (add, list)."),
-    "submit": ("leaderboard.cli", "submit_command", "Upload a submission to a leaderboard server."),
-    "worker": ("leaderboard.worker", "worker_command", "Score checkpoint jobs for a leaderboard server."),
+    "submit": ("leaderboard.client.submit", "submit_command", "Upload a submission to a leaderboard server."),
+    "worker": ("leaderboard.client.worker", "worker_command", "Score checkpoint jobs for a leaderboard server."),
     "demo": ("leaderboard.demo", "demo_command", "Build, train, submit and serve a living demo board."),
 }
 

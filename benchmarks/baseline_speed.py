@@ -6,7 +6,7 @@
 
 ``full`` (needs a GPU; meant for an H100): a competition of random uint8 images of CIFAR-10's
 shape (50,000 train -> 45,000 train + 5,000 validation, 10,000 test; CIFAR itself cannot reach a
-machine without internet) and the whole seed recipe (resnet50, weights=None, batch 128, 3 epochs,
+machine without internet) and the whole course-notes recipe (resnet50, weights=None, batch 128, 3 epochs,
 224 px, train + per-epoch validation + test predictions) run twice as real processes:
 
 - fast: ``--data-path fast`` (dataset on the GPU, batch transforms there, bf16 autocast, channels_last);
@@ -15,7 +15,7 @@ machine without internet) and the whole seed recipe (resnet50, weights=None, bat
 Wall time is process start to the finished run directory (predictions.csv included, compile time
 included with ``--compile``). Targets (issue 3): fast <= 60 s, >= 3,500 train images/s, >= 2.5x naive.
 
-``data`` (any machine): the data path alone, the seed's train and eval transforms at 224 px, one
+``data`` (any machine): the data path alone, the course notes' train and eval transforms at 224 px, one
 batch at a time on the device vs one image at a time (``ReferenceData`` with ``--workers``), as
 images/s and their ratio.
 """
@@ -102,8 +102,8 @@ def full_mode(args) -> None:
             results[name] = run_recipe(competition, tmp / name, flags)
     fast, naive = results["fast"], results["naive"]
     if extra:
-        print(f"\nNOT the seed recipe: extra settings {' '.join(extra)}")
-    recipe = "seed recipe, resnet50 weights=None, 3 epochs" if not extra else "smoke recipe"
+        print(f"\nNOT the course-notes recipe: extra settings {' '.join(extra)}")
+    recipe = "course-notes recipe, resnet50 weights=None, 3 epochs" if not extra else "smoke recipe"
     print(f"\n{recipe}, {args.train} train images (90/10 split), {args.test} test, on {fast['device']}")
     print(f"{'path':<8}{'wall s':>10}{'train img/s':>14}{'last epoch img/s':>18}  epoch seconds")
     for name, r in results.items():

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import PODIUM, noisy_predictions, write_submission
 from harness.scoring import score_predictions
-from leaderboard.auth import create_team
+from leaderboard.services import create_team
 from leaderboard.intake import Upload, accept
 from live import LiveServer, make_test_app
 

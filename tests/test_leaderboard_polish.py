@@ -25,11 +25,11 @@ from safetensors.numpy import save as save_safetensors
 from conftest import PODIUM, noisy_predictions, write_submission
 from live import LiveServer, make_test_app
 from harness.competition import PRIVATE, PUBLIC
-from leaderboard.auth import create_team
+from leaderboard.services import create_team
 from leaderboard.extensions import db
 from leaderboard.intake import Upload, accept
 from leaderboard.models import ScoringJob, Submission, Team
-from leaderboard.views import epoch_ticks, line_chart
+from leaderboard.charts import epoch_ticks, line_chart
 
 ADMIN = "polish-admin-token"
 WORKER = "polish-worker-token"

@@ -39,13 +39,12 @@ import click
 import requests
 
 from harness.errors import PodiumError, SubmissionError
+from leaderboard.protocol import CLAIM_PATH, LEASE_HEADER, RELEASE_PATH, WORKER_NAME
 
 log = logging.getLogger("podium.worker")
 
-LEASE_HEADER = "X-Podium-Lease"
 PAUSE_ENV = "PODIUM_WORKER_PAUSE_AFTER_CLAIM"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-WORKER_NAME = re.compile(r"^[\w.@:+-]{1,100}$")  # as the server checks it (jobs_api)
 
 
 class ServerRefused(Exception):
@@ -149,7 +148,7 @@ class JobClient:
         raise AssertionError("unreachable")
 
     def claim(self, name: str) -> dict | None:
-        response = self.request("POST", "api/jobs/claim", json={"worker": name})
+        response = self.request("POST", CLAIM_PATH, json={"worker": name})
         return None if response.status_code == 204 else response.json()
 
     def download(self, path: str, dest: Path, lease: str | None = None) -> Path:
@@ -174,7 +173,7 @@ class JobClient:
 
     def release(self, job: dict, reason: str | None = None) -> dict:
         """Give the job back unfinished: one quick try and one retry, since the worker is stopping."""
-        path = job.get("release_url") or f"api/jobs/{job['id']}/release"
+        path = job.get("release_url") or RELEASE_PATH.format(job_id=job["id"])
         return self.request("POST", path, lease=job["lease"], retries=1, timeout=RELEASE_TIMEOUT_S / 2,
                             json={"reason": reason} if reason else None).json()
 
