@@ -6,6 +6,7 @@ import math
 
 from flask_wtf.csrf import generate_csrf
 
+from harness.metrics import METRICS
 from leaderboard.protocol import JobStatus, SubmissionStatus
 
 
@@ -35,6 +36,7 @@ def template_globals() -> dict:
         "session_team": session_team,
         "is_admin": is_admin,
         "current_competition": current_competition,
+        "metrics": tuple(METRICS.values()),
         "SubmissionStatus": SubmissionStatus,
         "JobStatus": JobStatus,
     }

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 
+from harness.metrics import get_metric
 from leaderboard.extensions import db
 from leaderboard.models import Setting, Submission, Team
 from leaderboard.protocol import SubmissionStatus
@@ -94,6 +95,11 @@ def set_revealed(value: bool) -> None:
     bump_board_version()
 
 
+def best_first(column):
+    """``column`` in the order of the competition's primary metric: descending when higher is better."""
+    return column.desc() if get_metric(current_competition().primary_metric).higher_is_better else column.asc()
+
+
 def ranked_filter():
     """The submissions a board ranks: scored and on time (also the ones a team may pick as finals)."""
     return sa.and_(Submission.status == SubmissionStatus.SCORED, Submission.late.is_(False))
@@ -107,7 +113,7 @@ def public_best() -> list[sa.Row]:
             Submission.public_ci_high, Submission.created_at,
             sa.func.row_number().over(
                 partition_by=Submission.team_id,
-                order_by=(Submission.public_score.desc(), Submission.created_at, Submission.id),
+                order_by=(best_first(Submission.public_score), Submission.created_at, Submission.id),
             ).label("rn"),
         )
         .where(ranked_filter())
@@ -117,7 +123,7 @@ def public_best() -> list[sa.Row]:
         sa.select(ranked, Team.name, Team.slug)
         .join(Team, Team.id == ranked.c.team_id)
         .where(ranked.c.rn == 1)
-        .order_by(ranked.c.public_score.desc(), ranked.c.created_at, ranked.c.id)
+        .order_by(best_first(ranked.c.public_score), ranked.c.created_at, ranked.c.id)
     )
     return list(db.session.execute(query))
 
@@ -129,7 +135,7 @@ def final_ids_subquery(final_selections: int):
             Submission.id, Submission.team_id, Submission.selected, Submission.private_score, Submission.created_at,
             sa.func.row_number().over(
                 partition_by=Submission.team_id,
-                order_by=(Submission.public_score.desc(), Submission.created_at, Submission.id),
+                order_by=(best_first(Submission.public_score), Submission.created_at, Submission.id),
             ).label("pub_rn"),
             sa.func.max(sa.case((Submission.selected.is_(True), 1), else_=0)).over(
                 partition_by=Submission.team_id
@@ -155,13 +161,13 @@ def private_best(final_selections: int) -> list[sa.Row]:
     ranked = sa.select(
         finals,
         sa.func.row_number().over(
-            partition_by=finals.c.team_id, order_by=(finals.c.private_score.desc(), finals.c.created_at, finals.c.id)
+            partition_by=finals.c.team_id, order_by=(best_first(finals.c.private_score), finals.c.created_at, finals.c.id)
         ).label("rn"),
     ).subquery()
     query = (
         sa.select(ranked.c.id, ranked.c.team_id, ranked.c.private_score)
         .where(ranked.c.rn == 1)
-        .order_by(ranked.c.private_score.desc(), ranked.c.created_at, ranked.c.id)
+        .order_by(best_first(ranked.c.private_score), ranked.c.created_at, ranked.c.id)
     )
     return list(db.session.execute(query))
 

@@ -11,7 +11,7 @@ from leaderboard.extensions import db
 from leaderboard.intake import parse_stored_csv
 from leaderboard.jobs import requeue
 from leaderboard.models import Submission, Team
-from leaderboard.ranking import bump_board_version, ranked_filter, set_revealed
+from leaderboard.ranking import best_first, bump_board_version, ranked_filter, set_revealed
 from leaderboard.recording import record_csv
 from leaderboard.state import current_competition
 from leaderboard.transactions import write_transaction
@@ -56,7 +56,7 @@ def finals_candidates(team_id: int) -> list[Submission]:
     """The team's submissions that may be finals, best public score first."""
     return list(db.session.scalars(
         sa.select(Submission).where(Submission.team_id == team_id, ranked_filter())
-        .order_by(Submission.public_score.desc(), Submission.created_at)
+        .order_by(best_first(Submission.public_score), Submission.created_at)
     ))
 
 

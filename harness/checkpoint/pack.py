@@ -3,7 +3,7 @@
 This runs on the team's own machine (or the organizer's, on a file they chose to convert), and
 is the only place podium reads a pickle: archives are first checked (entry count, declared size,
 TorchScript, torch.package), then read with ``torch.load(weights_only=True)`` only, never retried
-without it (the attacker controls the error that would trigger a retry; DESIGN.md). Accepted
+without it (the attacker controls the error that would trigger a retry; docs/architecture.md). Accepted
 contents: a state dict, or a dict holding one under ``state_dict``/``model``/``model_state_dict``;
 a ``module.`` prefix (DataParallel/DDP) is removed. The result is checked strictly against the
 named architecture before it is written.
