@@ -44,7 +44,8 @@ def serve_command(competition: str, db: str | None, instance: str | None, host: 
     instance_dir = Path(config["INSTANCE_PATH"]).resolve()
     config["ADMIN_TOKEN"] = admin_token or _instance_secret(instance_dir, "admin_token")
     config["WORKER_TOKEN"] = worker_token or _instance_secret(instance_dir, "worker_token")
-    config["SESSION_COOKIE_SECURE"] = secure_cookies
+    if secure_cookies:  # otherwise PODIUM_SECURE_COOKIES or the default (leaderboard/config.py)
+        config["SESSION_COOKIE_SECURE"] = True
     app = create_app(config)
     if not admin_token:
         click.echo(f"organizer token: in {instance_dir / 'admin_token'} (log in at /admin/login)")

@@ -245,7 +245,7 @@ def wait_for_jobs(app, worker: subprocess.Popen, timeout: float) -> str:
                 sa.select(sa.func.count(ScoringJob.id)).where(ScoringJob.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
             )
         if not pending:
-            return "done"
+            return "every job finished"
         if worker.poll() is not None:
             return f"the worker exited ({worker.returncode})"
         time.sleep(1)

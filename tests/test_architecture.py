@@ -78,3 +78,23 @@ def test_no_import_cycle_among_podium_modules():
 
     cycles = sorted({tuple(sorted((m, d))) for m, deps in own.items() for d in deps if reaches(d, m)})
     assert not cycles, f"import cycles: {cycles}"
+
+
+def test_readme_documents_every_setting():
+    from leaderboard.config import documentation
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "docs/architecture.md" in readme and (ROOT / "docs" / "architecture.md").is_file()
+    for key, env, _, _ in documentation():
+        assert f"| `{key}` |" in readme, f"README's Configuration table lacks {key}"
+        if env != "—":
+            assert f"`{env}`" in readme, f"README's Configuration table lacks {env}"
+
+
+def test_settings_come_from_the_environment_unless_given(monkeypatch):
+    from leaderboard.config import Config
+
+    env = {"PODIUM_JOB_LEASE_SECONDS": "7", "PODIUM_JOB_MAX_ATTEMPTS": "5", "PODIUM_SECURE_COOKIES": "true"}
+    config = Config.resolve({"JOB_MAX_ATTEMPTS": 2}, environ=env)
+    assert (config.job_lease_seconds, config.job_max_attempts, config.session_cookie_secure) == (7, 2, True)
+    assert Config.resolve({}, environ={}).job_lease_seconds == 120

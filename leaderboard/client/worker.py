@@ -270,21 +270,21 @@ class Worker:
                 competition_dir = self.test_data(job)
                 self.client.download(job["file_url"], checkpoint, lease=job["lease"])
                 body: Any = {"predictions": self.predict(checkpoint, competition_dir)}
-                verdict = "predicted"
+                verdict = "predictions"
             except (LeaseLost, ConnectionError, requests.RequestException):
                 raise  # nothing to post (or no way to post it): the lease will run out
             except ServerRefused as exc:
                 if exc.status in (401, 403):
                     raise
-                body, verdict = {"failure": f"download refused: {exc}"[:2000]}, "failed"
+                body, verdict = {"failure": f"download refused: {exc}"[:2000]}, "failure"
             except SubmissionError as exc:  # CheckpointError: the team's checkpoint was refused
-                body, verdict = {"errors": exc.messages}, "refused"
+                body, verdict = {"errors": exc.messages}, "refusal"
             except PodiumError as exc:  # InferenceEnvironmentError: this machine cannot run models
                 unusable = " ".join(exc.messages)
-                body, verdict = {"failure": f"worker {self.name}: {unusable}"[:2000]}, "failed"
+                body, verdict = {"failure": f"worker {self.name}: {unusable}"[:2000]}, "failure"
             except Exception as exc:  # ours: the server decides whether to try again
                 log.exception("job %s: inference failed", job["id"])
-                body, verdict = {"failure": f"{type(exc).__name__}: {exc}"[:2000]}, "failed"
+                body, verdict = {"failure": f"{type(exc).__name__}: {exc}"[:2000]}, "failure"
         finally:
             beat.stop()
             checkpoint.unlink(missing_ok=True)
