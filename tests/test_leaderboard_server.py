@@ -9,12 +9,12 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from conftest import PODIUM, noisy_predictions, write_submission
+from tests.conftest import PODIUM, noisy_predictions, write_submission
 from leaderboard import create_app
 from leaderboard.services import create_team
 from leaderboard.extensions import db
 from leaderboard.models import Submission, Team
-from live import LiveServer
+from tests.live import LiveServer
 
 pytestmark = pytest.mark.slow
 

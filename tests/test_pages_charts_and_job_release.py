@@ -22,8 +22,8 @@ import requests
 import sqlalchemy as sa
 from safetensors.numpy import save as save_safetensors
 
-from conftest import PODIUM, noisy_predictions, write_submission
-from live import LiveServer, make_test_app
+from tests.conftest import PODIUM, noisy_predictions, write_submission
+from tests.live import LiveServer, make_test_app
 from harness.competition import PRIVATE, PUBLIC
 from leaderboard.services import create_team
 from leaderboard.extensions import db

@@ -24,8 +24,8 @@ from leaderboard.extensions import db
 from leaderboard.intake import Upload, accept, used_today
 from leaderboard.models import ScoringJob, Submission
 
-from conftest import noisy_predictions
-from live import make_test_app
+from tests.conftest import noisy_predictions
+from tests.live import make_test_app
 
 WORKER_TOKEN = "worker-secret-token"
 AUTH = {"Authorization": f"Bearer {WORKER_TOKEN}"}
