@@ -11,14 +11,16 @@ backoff. One log line per job.
 
 Stopped by SIGINT (Ctrl-C) or SIGTERM (``kill``), the worker gives the job it holds back to the
 server (``POST /api/jobs/<id>/release``): the job is queued again at once instead of waiting for
-its lease to run out, and the attempt is not counted. A second signal while it does so stops it
-at once (the lease then runs out as after a crash).
+its lease to run out, and the attempt is not counted. A signal that arrives while a claim is in
+flight waits for its answer, so a job won at that moment goes back too. A second signal while it
+does so stops it at once (the lease then runs out as after a crash).
 
 ``PODIUM_WORKER_PAUSE_AFTER_CLAIM`` (seconds) makes the worker wait, heartbeating, after each
 claim: a real, slow job for tests and for rehearsing a worker crash.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -72,8 +74,28 @@ class Stopped(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
 
 
+_held_signals: list[int] | None = None  # a list while a claim is in flight (see held_stop)
+
+
 def _raise_stopped(signum: int, frame) -> None:
+    if _held_signals is not None and not _held_signals:
+        _held_signals.append(signum)  # the first signal waits for the claim's answer; a second one stops at once
+        return
     raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def held_stop():
+    """Hold a stop signal while a claim is in flight: the server may have given this worker a job
+    whose answer has not arrived yet, and stopping then would leave that job running until its
+    lease expires. Yields a list that holds the signal, if one came; the caller gives back the job
+    it got and then stops."""
+    global _held_signals
+    _held_signals = []
+    try:
+        yield _held_signals
+    finally:
+        _held_signals = None
 
 
 RELEASE_TIMEOUT_S = 10.0
@@ -298,12 +320,17 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim and run one job; False when the queue was empty."""
-        job = self.client.claim(self.name)
+        with held_stop() as held:
+            job = self.client.claim(self.name)
         if job is None:
+            if held:
+                raise Stopped(held[0])
             return False
         started = time.monotonic()
         verdict = "interrupted (the lease will expire and the job return to the queue)"
         try:
+            if held:  # stopped while the claim was in flight: this job goes straight back
+                raise Stopped(held[0])
             verdict = self.run_job(job)
         except LeaseLost:
             verdict = "lease lost, result refused by the server"
