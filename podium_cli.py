@@ -1,9 +1,11 @@
 """The ``podium`` command: one thin CLI over the three packages.
 
 Subcommands live beside the code they call (``harness/cli.py``, ``baseline/cli.py``,
-``leaderboard/cli.py``) and are imported only when run, so ``podium score sub.csv`` never pays
-for torch or Flask. A user's mistake (``PodiumError``) is printed without a traceback and exits 2;
-anything else is a bug in podium and exits 1 with its traceback.
+``leaderboard/cli.py``, ``leaderboard/client/``) and are imported only when run, so ``podium score
+sub.csv`` never pays for torch or Flask. A user's mistake (``PodiumError``) is printed without a
+traceback and exits 2; anything else is a bug in podium and exits 1 with its traceback. A command
+whose third-party dependency is not installed says so; an ImportError inside podium itself is a bug
+and surfaces as one.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import importlib
 import sys
 
 import click
+
+OWN_PACKAGES = frozenset({"harness", "baseline", "leaderboard", "podium_cli"})
 
 COMMANDS = {
     "init": ("harness.cli", "init_command", "Build a competition directory from a dataset."),
@@ -21,8 +25,8 @@ COMMANDS = {
     "diagnose": ("baseline.cli", "diagnose_command", "Read a history.csv and print the over/underfitting diagnosis."),
     "serve": ("leaderboard.cli", "serve_command", "Run the leaderboard web server."),
     "team": ("leaderboard.cli", "team_group", "Manage teams (add, list)."),
-    "submit": ("leaderboard.cli", "submit_command", "Upload a submission to a leaderboard server."),
-    "worker": ("leaderboard.worker", "worker_command", "Score checkpoint jobs for a leaderboard server."),
+    "submit": ("leaderboard.client.submit", "submit_command", "Upload a submission to a leaderboard server."),
+    "worker": ("leaderboard.client.worker", "worker_command", "Score checkpoint jobs for a leaderboard server."),
     "demo": ("leaderboard.demo", "demo_command", "Build, train, submit and serve a living demo board."),
 }
 
@@ -36,9 +40,16 @@ class LazyGroup(click.Group):
             return None
         module, attr, _ = COMMANDS[name]
         try:
-            return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise click.ClickException(f"podium {name} is not available in this installation ({exc}).") from None
+            loaded = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").partition(".")[0]
+            if not missing or missing in OWN_PACKAGES:
+                raise  # podium's own module is missing or broken: a bug, with its traceback
+            raise click.ClickException(
+                f"podium {name} is not available in this installation: it needs the package {missing!r}, "
+                f"which is not installed (pip install {missing})."
+            ) from None
+        return getattr(loaded, attr)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Help text from the table, so `podium --help` imports nothing heavy.

@@ -12,7 +12,7 @@ from baseline.config import DATA_PATHS, PRESETS
 @click.option("--competition", "competition_dir", required=True, type=click.Path(path_type=Path),
               help="The competition directory (holds competition.toml).")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="cifar10", show_default=True,
-              help="cifar10: the seed's exact recipe; demo: a small CPU model for the digits competition.")
+              help="cifar10: the course notes' exact recipe; demo: a small CPU model for the digits competition.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="The run directory to write (default runs/<preset>).")
 @click.option("--epochs", type=int, default=None)
@@ -21,13 +21,13 @@ from baseline.config import DATA_PATHS, PRESETS
 @click.option("--momentum", type=float, default=None)
 @click.option("--weight-decay", type=float, default=None)
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
-              help="constant (the seed's) or cosine, set per epoch.")
+              help="constant (the course notes') or cosine, set per epoch.")
 @click.option("--seed", type=int, default=None)
 @click.option("--arch", default=None, help="A torchvision classification model, e.g. resnet50, resnet18.")
 @click.option("--weights", default=None, help="torchvision weights name (IMAGENET1K_V1, DEFAULT) or none.")
 @click.option("--image-size", type=int, default=None)
 @click.option("--crop-padding", type=int, default=None)
-@click.option("--val-fraction", type=float, default=None, help="Held out from train, stratified; 0 = the seed's full-train recipe.")
+@click.option("--val-fraction", type=float, default=None, help="Held out from train, stratified; 0 = the course notes' full-train recipe.")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
 @click.option("--deterministic/--no-deterministic", default=None, help="Deterministic kernels (slower on GPU).")
 @click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the model.")

@@ -1,9 +1,9 @@
 """The baseline's settings: one dataclass, two presets, overrides from the command line.
 
-``cifar10`` is the course seed's recipe exactly (seed 002 §4.10): torchvision resnet50 with
-IMAGENET1K_V1 weights, the last layer replaced for 10 classes, SGD lr 1e-3 (momentum 0: the seed
-says SGD and nothing more), batch 128, 3 epochs, images resized to 224, random crop, horizontal
-flip, ImageNet normalization. The crop's padding is not in the seed; 28 at 224 px is the classic
+``cifar10`` is the course notes' recipe exactly (course notes 002 §4.10): torchvision resnet50 with
+IMAGENET1K_V1 weights, the last layer replaced for 10 classes, SGD lr 1e-3 (momentum 0: the course notes
+say SGD and nothing more), batch 128, 3 epochs, images resized to 224, random crop, horizontal
+flip, ImageNet normalization. The crop's padding is not in the course notes; 28 at 224 px is the classic
 CIFAR pad-4 crop at the 7x scale.
 
 ``demo`` trains a small model on the digits competition on a CPU in about a minute; it uses
@@ -33,7 +33,7 @@ class BaselineConfig:
     lr: float = 1e-3
     momentum: float = 0.0
     weight_decay: float = 0.0
-    lr_schedule: str = "constant"  # the seed's; "cosine" lowers it each epoch, to lr/2*(1+cos(pi*(e-1)/E))
+    lr_schedule: str = "constant"  # the course notes'; "cosine" lowers it each epoch, to lr/2*(1+cos(pi*(e-1)/E))
     seed: int = 42
     image_size: int = 224
     crop_padding: int = 28

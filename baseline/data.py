@@ -144,7 +144,7 @@ class _EvalImages(Dataset):
 
 
 class ReferenceData:
-    """Per-image torchvision v2 transforms in a DataLoader, the seed's way."""
+    """Per-image torchvision v2 transforms in a DataLoader, the course notes' way."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray | None, spec: TransformSpec, device: torch.device,
                  workers: int = 0):

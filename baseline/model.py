@@ -48,7 +48,7 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     return model
 
 
-def build_model(arch: str, weights_name: str, num_classes: int) -> nn.Module:
+def build_baseline_model(arch: str, weights_name: str, num_classes: int) -> nn.Module:
     """``torchvision.models.get_model(arch, weights=...)`` with its last layer replaced.
 
     Offline, a missing weights file raises ``PodiumError`` that says where to put it.

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from baseline.config import BaselineConfig
 from baseline.data import FastData, ReferenceData, epoch_plan, global_batches, make_data, stratified_split
 from baseline.distributed import Dist, all_concat, all_sum, barrier, init_distributed, shutdown
-from baseline.model import build_model
+from baseline.model import build_baseline_model
 from baseline.transforms import TransformSpec
 from harness.competition import Competition, load_competition, load_test, load_train
 from harness.errors import PodiumError
@@ -85,7 +85,7 @@ def _autocast(config: BaselineConfig, device: torch.device):
 
 
 def epoch_lr(config: BaselineConfig, epoch: int) -> float:
-    """The learning rate of ``epoch`` (1-based): constant (the seed's), or cosine from lr down."""
+    """The learning rate of ``epoch`` (1-based): constant (the course notes'), or cosine from lr down."""
     if config.lr_schedule == "cosine":
         return config.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / config.epochs))
     return config.lr
@@ -197,7 +197,7 @@ def _train(config: BaselineConfig, competition: Competition, d: Dist, device: to
     if not d.is_main:
         barrier(d)  # let the main process download the weights first
     torch.manual_seed(config.seed)
-    model = build_model(config.arch, config.weights, competition.num_classes)
+    model = build_baseline_model(config.arch, config.weights, competition.num_classes)
     if d.is_main:
         barrier(d)
     model = model.to(device)

@@ -1,6 +1,6 @@
-"""The seed's transforms, twice: per image (torchvision ``transforms.v2``) and per batch on the device.
+"""The course notes' transforms, twice: per image (torchvision ``transforms.v2``) and per batch on the device.
 
-Order. Seed 002 §4.10 says "first divide by 255 to get the range 0-1" and then lists, for
+Order. The course notes (document 002, §4.10) say "first divide by 255 to get the range 0-1" and then lists, for
 training, Resize(224x224) & RandomCrop -> HorizontalFlip(p=0.5) -> float32 -> Normalize, and for
 evaluation Resize(224x224) -> float32 -> Normalize. We take "first" literally: the uint8 image is
 turned into float32 in [0, 1] before anything else, so the resize is a float bilinear resize with
@@ -14,8 +14,8 @@ done. Both paths below compute exactly that, in that order:
 in [0, 2p]"; ``RandomHorizontalFlip(0.5)`` flips with probability 0.5. The random choices are drawn
 once per epoch for every training image (``draw_augmentation``) and handed to both paths, which is
 what makes them comparable, and makes the run independent of the number of DataLoader workers or
-processes. ``seed_train_transform`` is the seed's own ``v2.Compose`` with the random classes; a test
-checks that its outputs are among the outputs of ``reference_train_image``.
+processes. ``tests/reference_impls.course_train_transform`` is the course notes' own ``v2.Compose``
+with the random classes; a test checks that its outputs are among the outputs of ``reference_train_image``.
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 
@@ -61,21 +60,8 @@ def draw_augmentation(n: int, spec: TransformSpec, rng: np.random.Generator) -> 
 # ---------------------------------------------------------------- reference: one image at a time
 
 
-def seed_train_transform(spec: TransformSpec) -> v2.Compose:
-    """The seed's training transform with torchvision's own random classes (for a CHW uint8 tensor)."""
-    return v2.Compose(
-        [
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Resize((spec.size, spec.size), antialias=True),
-            v2.RandomCrop(spec.size, padding=spec.padding),
-            v2.RandomHorizontalFlip(spec.hflip),
-            v2.Normalize(list(spec.mean), list(spec.std)),
-        ]
-    )
-
-
 def reference_train_image(image: torch.Tensor, top: int, left: int, flip: bool, spec: TransformSpec) -> torch.Tensor:
-    """One CHW uint8 image through the seed's training transform, with the given random choices."""
+    """One CHW uint8 image through the course notes' training transform, with the given random choices."""
     x = F.to_dtype(image, torch.float32, scale=True)
     x = F.resize(x, [spec.size, spec.size], antialias=True)
     if spec.padding:
@@ -87,7 +73,7 @@ def reference_train_image(image: torch.Tensor, top: int, left: int, flip: bool, 
 
 
 def reference_eval_image(image: torch.Tensor, spec: TransformSpec) -> torch.Tensor:
-    """One CHW uint8 image through the seed's evaluation transform."""
+    """One CHW uint8 image through the course notes' evaluation transform."""
     x = F.to_dtype(image, torch.float32, scale=True)
     x = F.resize(x, [spec.size, spec.size], antialias=True)
     return F.normalize(x, list(spec.mean), list(spec.std))

@@ -6,7 +6,7 @@
 
 ``full`` (needs a GPU; meant for an H100): a competition of random uint8 images of CIFAR-10's
 shape (50,000 train -> 45,000 train + 5,000 validation, 10,000 test; CIFAR itself cannot reach a
-machine without internet) and the whole seed recipe (resnet50, weights=None, batch 128, 3 epochs,
+machine without internet) and the whole course-notes recipe (resnet50, weights=None, batch 128, 3 epochs,
 224 px, train + per-epoch validation + test predictions) run twice as real processes:
 
 - fast: ``--data-path fast`` (dataset on the GPU, batch transforms there, bf16 autocast, channels_last);
@@ -15,7 +15,7 @@ machine without internet) and the whole seed recipe (resnet50, weights=None, bat
 Wall time is process start to the finished run directory (predictions.csv included, compile time
 included with ``--compile``). Targets (issue 3): fast <= 60 s, >= 3,500 train images/s, >= 2.5x naive.
 
-``data`` (any machine): the data path alone, the seed's train and eval transforms at 224 px, one
+``data`` (any machine): the data path alone, the course notes' train and eval transforms at 224 px, one
 batch at a time on the device vs one image at a time (``ReferenceData`` with ``--workers``), as
 images/s and their ratio.
 """
@@ -108,12 +108,12 @@ def full_mode(args) -> None:
                   f"last epoch {r['last_epoch_img_s']:.0f} img/s, epoch seconds {r['epoch_s']} ({' '.join(extra)})")
         return
     fast, naive = results["fast"], results["naive"]
-    # Flags that change how fast the recipe runs, not what it computes, keep it the seed's recipe.
+    # Flags that change how fast the recipe runs, not what it computes, keep it the course notes' recipe.
     engine_only = {"--cudnn-benchmark", "--no-cudnn-benchmark", "--compile"}
     changed = [flag for flag in extra if flag not in engine_only]
     if changed:
-        print(f"\nNOT the seed recipe: extra settings {' '.join(extra)}")
-    recipe = "seed recipe, resnet50 weights=None, 3 epochs" if not changed else "smoke recipe"
+        print(f"\nNOT the course-notes recipe: extra settings {' '.join(extra)}")
+    recipe = "course-notes recipe, resnet50 weights=None, 3 epochs" if not changed else "smoke recipe"
     if extra and not changed:
         recipe += f" ({' '.join(extra)})"
     print(f"\n{recipe}, {args.train} train images (90/10 split), {args.test} test, on {fast['device']}")

@@ -55,19 +55,21 @@ def serve(args) -> None:
     if args.mode == "naive":
         import leaderboard.api
         import leaderboard.board
-        from leaderboard.ranking import is_revealed, naive_board
+        import leaderboard.intake
+        from leaderboard.ranking import is_revealed
+        from tests.reference_impls import naive_board
 
         # A fresh "version" each time: nothing cached, the board is loaded, ranked and rendered per request.
         leaderboard.board.versioned_board = lambda: (str(time.perf_counter_ns()), naive_board(is_revealed()))
         leaderboard.api.current_board = lambda: naive_board(is_revealed())
-        real_accept = leaderboard.api.accept
+        real_accept = leaderboard.intake.accept
 
         def accept_then_rebuild(team, upload):
             submission = real_accept(team, upload)
             naive_board(False)
             return submission
 
-        leaderboard.api.accept = accept_then_rebuild
+        leaderboard.intake.accept = accept_then_rebuild  # what intake.submit calls
     waitress_serve(app, host="127.0.0.1", port=args.port, threads=args.threads, ident="podium", _quiet=True)
 
 
@@ -81,7 +83,7 @@ def seed(competition_dir: Path, instance: Path, teams: int, per_team: int) -> li
     from harness.competition import load_solution, load_competition
     from harness.scoring import score_predictions
     from leaderboard import create_app
-    from leaderboard.auth import create_team
+    from leaderboard.services import create_team
     from leaderboard.extensions import db
     from leaderboard.models import Submission, Team
 

@@ -45,10 +45,10 @@ def build(library: str, arch: str):
     import torch
 
     from harness.checkpoint.card import ModelCard
-    from harness.checkpoint.registry import build_model
+    from harness.checkpoint.registry import build_untrained
 
     torch.manual_seed(0)
-    return build_model(ModelCard(library, arch, 10))
+    return build_untrained(ModelCard(library, arch, 10))
 
 
 def synchronize(device) -> None:
@@ -62,7 +62,7 @@ def naive_predict(model, images: np.ndarray, spec, device, batch: int, workers: 
     import torch
     from torch.utils.data import DataLoader, Dataset
 
-    from harness.checkpoint.infer import reference_transform
+    from tests.reference_impls import reference_transform
 
     transform = reference_transform(spec)
 

@@ -16,6 +16,7 @@ import numpy as np
 from harness.competition import USAGES, Competition, load_competition
 from harness.datasets import Dataset, load_dataset
 from harness.errors import CompetitionError
+from harness.metrics import METRIC_NAMES
 from harness.submission import write_predictions_csv
 
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)
@@ -82,7 +83,7 @@ def competition_toml(name: str, dataset: str, data: Dataset, public_fraction: fl
         f"title = {_toml_value(data.title)}",
         f"dataset = {_toml_value(dataset)}",
         f"classes = {_toml_value(list(data.classes))}",
-        'primary_metric = "accuracy"        # or f1_macro, precision_macro, recall_macro',
+        'primary_metric = "accuracy"        # or ' + ", ".join(m for m in METRIC_NAMES if m != "accuracy"),
         f"public_fraction = {public_fraction!r}",
         "daily_limit = 5",
         "final_selections = 2",

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import CompetitionError
+from harness.metrics import METRICS
 
-METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
 USAGES = ("Public", "Private", "Ignored")
 PUBLIC, PRIVATE, IGNORED = 0, 1, 2
 

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from harness.competition import Competition, load_solution
 from harness.errors import PodiumError
+from harness.metrics import get_metric
 from harness.scoring import ScoreReport, score_file
 
 
@@ -76,8 +77,10 @@ def evaluate_folder(
             continue
         scored.setdefault(team, []).append(Scored(team, path, path.stat().st_mtime, report))
 
+    better = 1 if get_metric(competition.primary_metric).higher_is_better else -1
+
     def sort_key(s: Scored):
-        return (-s.report.primary("public"), s.mtime, s.path.name)
+        return (-better * s.report.primary("public"), s.mtime, s.path.name)
 
     bests = [(min(entries, key=sort_key), len(entries)) for entries in scored.values()]
     bests.sort(key=lambda pair: sort_key(pair[0]))

@@ -5,14 +5,19 @@ true class is ``t`` and predicted class is ``p``; a ratio with a zero denominato
 (``zero_division=0``); macro averages run over the classes present in the truth or the
 predictions (scikit-learn's default ``labels``). Every function also accepts a stack of matrices
 ``[..., K, K]`` and returns one value per matrix, which is what makes the bootstrap vectorised.
+
+``METRICS`` is the registry: one ``Metric`` per score a competition can rank by or a report shows
+(name, label, function of the confusion matrix, direction). Scoring, the stored score report, the
+leaderboard's tables and ``podium score`` all iterate over it, so a new metric is one ``register``
+call here plus its row in tests/test_metric_registry.py.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-METRIC_NAMES = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
 BOOTSTRAP_BLOCK_CELLS = 1 << 22  # int64 cells of resampled confusion matrices held at once (32 MB)
 
 
@@ -75,19 +80,46 @@ def f1_macro(cm: np.ndarray) -> np.ndarray | float:
     return _macro(f1_per_class(cm), cm)
 
 
-METRICS = {
-    "accuracy": accuracy,
-    "precision_macro": precision_macro,
-    "recall_macro": recall_macro,
-    "f1_macro": f1_macro,
-}
+@dataclass(frozen=True)
+class Metric:
+    """One registered metric: ``fn`` maps a confusion matrix (or a stack of them) to its value(s)."""
+
+    name: str  # the key in competition.toml (primary_metric), in score reports and in the API
+    label: str  # for people: table headers
+    fn: Callable[[np.ndarray], np.ndarray | float]
+    higher_is_better: bool = True  # the boards rank by it in this direction
+
+    def __call__(self, cm: np.ndarray) -> np.ndarray | float:
+        return self.fn(cm)
 
 
-def metric_function(name: str):
+METRICS: dict[str, Metric] = {}
+
+
+def register(metric: Metric) -> Metric:
+    if metric.name in METRICS:
+        raise ValueError(f"metric {metric.name!r} is registered twice")
+    METRICS[metric.name] = metric
+    return metric
+
+
+register(Metric("accuracy", "Accuracy", accuracy))
+register(Metric("precision_macro", "Precision (macro)", precision_macro))
+register(Metric("recall_macro", "Recall (macro)", recall_macro))
+register(Metric("f1_macro", "F1 (macro)", f1_macro))
+
+METRIC_NAMES = tuple(METRICS)  # in registration order: the column order of every table
+
+
+def get_metric(name: str) -> Metric:
     try:
         return METRICS[name]
     except KeyError:
         raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}") from None
+
+
+def metric_function(name: str):
+    return get_metric(name).fn
 
 
 def bootstrap_ci(
@@ -145,28 +177,29 @@ class ClassScore:
 
 @dataclass(frozen=True)
 class SplitScore:
-    """Every metric of one split (Public, Private or all scored rows)."""
+    """Every registered metric of one split (Public, Private or all scored rows)."""
 
     n: int
-    accuracy: float
-    precision_macro: float
-    recall_macro: float
-    f1_macro: float
+    values: dict[str, float]  # metric name -> value, for every registered metric
     per_class: tuple[ClassScore, ...]
     confusion_matrix: np.ndarray
     ci_low: float
     ci_high: float
 
     def metric(self, name: str) -> float:
-        return float(getattr(self, name))
+        return float(self.values[get_metric(name).name])
+
+    def __getattr__(self, name: str) -> float:
+        """``score.accuracy``, ``score.f1_macro``: a registered metric by attribute."""
+        values = self.__dict__.get("values")
+        if values is not None and name in values:
+            return values[name]
+        raise AttributeError(name)
 
     def to_dict(self) -> dict:
         return {
             "n": self.n,
-            "accuracy": self.accuracy,
-            "precision_macro": self.precision_macro,
-            "recall_macro": self.recall_macro,
-            "f1_macro": self.f1_macro,
+            **{name: self.values[name] for name in METRICS},
             "ci": [self.ci_low, self.ci_high],
             "per_class": [
                 {"class": c.name, "precision": c.precision, "recall": c.recall, "f1": c.f1, "support": c.support}
@@ -183,17 +216,14 @@ def split_score(
     resamples: int = 1000,
     seed: int = 0,
 ) -> SplitScore:
-    """All metrics of one confusion matrix, with a bootstrap CI of the primary metric."""
+    """All registered metrics of one confusion matrix, with a bootstrap CI of the primary metric."""
     cm = np.asarray(cm, dtype=np.int64)
     p, r, f = precision_per_class(cm), recall_per_class(cm), f1_per_class(cm)
     support = cm.sum(axis=1)
     low, high = bootstrap_ci(cm, primary_metric, resamples=resamples, seed=seed) if resamples else (0.0, 0.0)
     return SplitScore(
         n=int(cm.sum()),
-        accuracy=float(accuracy(cm)),
-        precision_macro=float(precision_macro(cm)),
-        recall_macro=float(recall_macro(cm)),
-        f1_macro=float(f1_macro(cm)),
+        values={name: float(metric.fn(cm)) for name, metric in METRICS.items()},
         per_class=tuple(
             ClassScore(str(name), float(p[i]), float(r[i]), float(f[i]), int(support[i]))
             for i, name in enumerate(class_names)

@@ -12,13 +12,11 @@ from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
 
 from harness.competition import load_competition, load_solution
+from leaderboard.config import UPLOAD_OVERHEAD, Config
 from leaderboard.extensions import csrf, db
 from leaderboard.state import PodiumState, current_competition, current_solution, now
 
 __all__ = ["create_app", "current_competition", "current_solution", "now"]
-
-DEFAULT_MAX_CONTENT_LENGTH = 640 * 1024 * 1024
-UPLOAD_OVERHEAD = 2 * 1024 * 1024  # the history attachment (at most 1 MiB), the note, multipart framing
 
 
 def _instance_secret(instance: Path, name: str, nbytes: int = 32) -> str:
@@ -80,7 +78,8 @@ def _sqlite_hooks(engine) -> None:
 
 
 def create_app(config: dict | None = None) -> Flask:
-    """Build the app. ``config`` must give ``COMPETITION_DIR``; see DESIGN.md for the other keys."""
+    """Build the app. ``config`` must give ``COMPETITION_DIR`` (or ``PODIUM_COMPETITION_DIR``); every
+    other key is in ``leaderboard.config.Config`` (docs/architecture.md, README "Configuration")."""
     config = dict(config or {})
     instance = config.pop("INSTANCE_PATH", None)
     app = Flask(__name__, instance_path=str(Path(instance).resolve()) if instance else None,
@@ -88,31 +87,24 @@ def create_app(config: dict | None = None) -> Flask:
     app.url_map.converters["int"] = DatabaseId
     instance_dir = Path(app.instance_path)
     instance_dir.mkdir(parents=True, exist_ok=True)
-    app.config.update(
-        SQLALCHEMY_DATABASE_URI=f"sqlite:///{instance_dir / 'podium.sqlite3'}",
-        STORAGE_ROOT=str(instance_dir / "submissions"),
-        MAX_CONTENT_LENGTH=DEFAULT_MAX_CONTENT_LENGTH,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        WTF_CSRF_TIME_LIMIT=None,
-        ADMIN_TOKEN=None,
-        WORKER_TOKEN=None,
-        NOW=None,
-    )
+    settings = Config.resolve(config)
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", WTF_CSRF_TIME_LIMIT=None)
+    app.config.update(settings.flask_config(instance_dir))
     app.config.update(config)
-    if "COMPETITION_DIR" not in app.config:
+    if not app.config.get("COMPETITION_DIR"):
         raise ValueError("create_app needs COMPETITION_DIR, the competition directory to serve")
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _instance_secret(instance_dir, "secret_key")
 
     competition = load_competition(app.config["COMPETITION_DIR"])
-    if "MAX_CONTENT_LENGTH" not in config:  # the largest submission the competition allows, plus the form
+    if settings.max_content_length is None:  # the largest submission the competition allows, plus the form
         limits = competition.limits
         app.config["MAX_CONTENT_LENGTH"] = max(limits.max_csv_bytes, limits.max_checkpoint_bytes) + UPLOAD_OVERHEAD
     app.extensions["podium"] = PodiumState(
         competition=competition,
         solution=load_solution(competition),
         storage_root=Path(app.config["STORAGE_ROOT"]).resolve(),
+        config=settings,
     )
 
     db.init_app(app)
@@ -132,19 +124,19 @@ def _create_schema() -> None:
     """Create the tables and the settings rows once, even when several server processes (gunicorn
     workers) start on a new database together: on SQLite the check-and-create runs in one
     ``BEGIN IMMEDIATE`` transaction, so the processes take turns."""
-    from leaderboard.intake import BOARD_VERSION
     from leaderboard.models import Setting
+    from leaderboard.ranking import BOARD_VERSION, REVEALED
 
     with db.engine.connect().execution_options(podium_immediate=True) as conn, conn.begin():
         db.metadata.create_all(conn)
         present = set(conn.scalars(sa.select(Setting.key)))
-        missing = [{"key": k, "value": "0"} for k in (BOARD_VERSION, "revealed") if k not in present]
+        missing = [{"key": k, "value": "0"} for k in (BOARD_VERSION, REVEALED) if k not in present]
         if missing:
             conn.execute(sa.insert(Setting), missing)
 
 
 def _register_blueprints(app: Flask) -> None:
-    from leaderboard import admin, api, board, errors, teams, views
+    from leaderboard import admin, api, board, errors, formatting, teams
 
     app.register_blueprint(board.bp)
     app.register_blueprint(teams.bp)
@@ -152,7 +144,7 @@ def _register_blueprints(app: Flask) -> None:
     csrf.exempt(api.bp)  # bearer-token JSON: no cookie ever authenticates it
     app.register_blueprint(admin.bp)
     errors.register(app)
-    app.jinja_env.globals.update(views.template_globals())
+    app.jinja_env.globals.update(formatting.template_globals())
     # Blueprints of the worker protocol (leaderboard/jobs_api.py) register here too.
     from leaderboard.jobs_api import jobs_api
 

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 
 from harness.errors import PodiumError
-from leaderboard.auth import admin_required, check_admin_token, create_team, reset_token
+from leaderboard import services
+from leaderboard.auth import admin_required, check_admin_token
 from leaderboard.extensions import db
-from leaderboard.intake import bump_board_version, record_predictions, storage_path
-from leaderboard.jobs import queue_counts, requeue
+from leaderboard.jobs import queue_counts
 from leaderboard.models import ScoringJob, Submission, Team
-from leaderboard.ranking import is_revealed, set_revealed
+from leaderboard.ranking import is_revealed
 from leaderboard.teams import _safe_next
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -55,9 +55,8 @@ def index():
 @admin_required
 def add_team():
     try:
-        team, token = create_team(request.form.get("name", ""))
+        team, token = services.create_team(request.form.get("name", ""))
     except PodiumError as exc:
-        db.session.rollback()
         for message in exc.messages:
             flash(message, "error")
     else:
@@ -68,15 +67,16 @@ def add_team():
 @bp.post("/teams/<int:team_id>/token")
 @admin_required
 def new_token(team_id: int):
-    team = db.get_or_404(Team, team_id)
-    session["new_token"] = {"team": team.name, "token": reset_token(team)}
+    db.get_or_404(Team, team_id)
+    team, token = services.reset_token(team_id)
+    session["new_token"] = {"team": team.name, "token": token}
     return redirect(url_for("admin.index"))
 
 
 @bp.post("/reveal")
 @admin_required
 def reveal():
-    set_revealed(request.form.get("reveal") == "1")
+    services.reveal(request.form.get("reveal") == "1")
     flash("The private board is now public." if is_revealed() else "The private board is hidden again.")
     return redirect(url_for("admin.index"))
 
@@ -85,24 +85,8 @@ def reveal():
 @admin_required
 def rescore(submission_id: int):
     """CSVs are scored again at once from the stored file; checkpoints go back to the workers' queue."""
-    sub = db.get_or_404(Submission, submission_id)
-    if sub.kind == "csv":
-        from harness.submission import parse_csv_submission
-        from leaderboard.intake import record_refusal
-        from leaderboard.state import current_competition, current_solution
-
-        try:
-            predictions = parse_csv_submission(storage_path(sub).read_bytes(), current_solution(),
-                                               current_competition().classes)
-        except PodiumError as exc:
-            record_refusal(sub, exc.messages, ours=False)
-        except OSError:
-            record_refusal(sub, ["The stored file is missing on the server."], ours=True)
-        else:
-            record_predictions(sub, predictions)
-    else:
-        requeue(sub)
-        bump_board_version()
-    db.session.commit()
+    sub = services.rescore(submission_id)
+    if sub is None:
+        abort(404)
     flash(f"Submission {sub.id} rescored." if sub.kind == "csv" else f"Submission {sub.id} queued for rescoring.")
     return redirect(url_for("admin.index"))

@@ -4,22 +4,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import Blueprint, abort, g, jsonify, request
 
-from harness.errors import SubmissionError
 from leaderboard.auth import bearer_token, is_admin, require_team_token, team_for_token
+from leaderboard.errors import json_errors
 from leaderboard.extensions import db
-from leaderboard.intake import LimitReached, Upload, accept, daily_limit_left, read_history_upload
+from leaderboard.intake import daily_limit_left, submit
 from leaderboard.models import Submission, Team
 from leaderboard.ranking import current_board, is_revealed
 from leaderboard.state import current_competition
 from leaderboard.visibility import submission_dict
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-
-
-def _errors(status: int, messages: list[str]):
-    response = jsonify({"errors": messages})
-    response.status_code = status
-    return response
 
 
 def _viewer_team_id() -> int | None:
@@ -56,22 +50,16 @@ def team_submissions(slug: str):
 @bp.post("/submissions")
 @require_team_token
 def create_submission():
-    """multipart/form-data: ``file`` (required), ``note``, ``history``. 201 scored/queued, 422 refused."""
+    """multipart/form-data: ``file`` (required), ``note``, ``history``. 201 scored, 202 queued, 422 refused."""
     team = g.team
     file = request.files.get("file")
     if file is None:
-        return _errors(400, ["Send the submission as multipart/form-data with the field 'file'."])
-    history = request.files.get("history")
-    try:
-        sub = accept(team, Upload(filename=file.filename or "", data=file.stream, note=request.form.get("note", ""),
-                                  history=read_history_upload(history)))
-    except LimitReached as exc:
-        return _errors(429, exc.messages)
-    except SubmissionError as exc:
-        return _errors(422, exc.messages)
-    body = submission_dict(sub, is_revealed(), owner_view=True)
+        return json_errors(400, ["Send the submission as multipart/form-data with the field 'file'."])
+    outcome = submit(team, file.filename or "", file.stream, request.form.get("note", ""), request.files.get("history"))
+    if outcome.submission is None:
+        return json_errors(outcome.status, outcome.messages)
+    body = submission_dict(outcome.submission, is_revealed(), owner_view=True)
     body["submissions_left_today"] = daily_limit_left(team.id)
-    if sub.status == "refused":
-        body["errors"] = list(sub.messages)
-        return jsonify(body), 422
-    return jsonify(body), (201 if sub.status == "scored" else 202)
+    if outcome.messages:
+        body["errors"] = outcome.messages
+    return jsonify(body), outcome.status

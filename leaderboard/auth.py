@@ -9,9 +9,10 @@ import unicodedata
 from typing import Callable
 
 import sqlalchemy as sa
-from flask import current_app, g, jsonify, redirect, request, session, url_for
+from flask import current_app, g, redirect, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from leaderboard.errors import json_errors
 from leaderboard.extensions import db
 from leaderboard.models import Team
 
@@ -35,41 +36,13 @@ def slugify(name: str) -> str:
     return text or "team"
 
 
-def _unique_slug(name: str) -> str:
+def unique_slug(name: str) -> str:
     base = slugify(name)
     slug, n = base, 1
     while db.session.scalar(sa.select(Team.id).where(Team.slug == slug)) is not None:
         n += 1
         slug = f"{base}-{n}"
     return slug
-
-
-def create_team(name: str) -> tuple[Team, str]:
-    """Add a team and return it with its token (shown once; only its hash is stored). Commits."""
-    from harness.errors import PodiumError
-
-    name = name.strip()
-    if not name:
-        raise PodiumError("A team needs a name.")
-    if len(name) > 100:
-        raise PodiumError("A team name can be at most 100 characters.")
-    if db.session.scalar(sa.select(Team.id).where(Team.name == name)) is not None:
-        raise PodiumError(f"A team named {name!r} already exists.")
-    team = Team(name=name, slug=_unique_slug(name), token_hash="!")
-    db.session.add(team)
-    db.session.flush()
-    token = f"{team.id}.{new_secret()}"
-    team.token_hash = hash_token(token)
-    db.session.commit()
-    db.session.refresh(team)  # usable after the session ends (the CLI prints it)
-    return team, token
-
-
-def reset_token(team: Team) -> str:
-    token = f"{team.id}.{new_secret()}"
-    team.token_hash = hash_token(token)
-    db.session.commit()
-    return token
 
 
 def team_for_token(token: str) -> Team | None:
@@ -107,8 +80,7 @@ def _same(given: str | None, expected: str | None) -> bool:
 
 
 def _json_error(status: int, message: str):
-    response = jsonify({"errors": [message]})
-    response.status_code = status
+    response = json_errors(status, [message])
     if status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response

@@ -9,9 +9,10 @@ from leaderboard.auth import is_admin, session_team
 from leaderboard.extensions import db
 from leaderboard.intake import storage_path
 from leaderboard.models import Submission, Team
+from leaderboard.protocol import SubmissionStatus
 from leaderboard.ranking import is_revealed, team_finals, versioned_board
 from leaderboard.state import current_competition, podium_state
-from leaderboard.views import epoch_ticks, line_chart, max_epoch_ticks, time_label, time_tick_label
+from leaderboard.charts import epoch_ticks, line_chart, max_epoch_ticks, time_label, time_tick_label
 from leaderboard.visibility import visible_result
 
 bp = Blueprint("board", __name__)
@@ -43,7 +44,7 @@ def team(slug: str):
     subs = list(
         db.session.scalars(sa.select(Submission).where(Submission.team_id == team.id).order_by(Submission.created_at))
     )
-    scored = [s for s in subs if s.status == "scored"]
+    scored = [s for s in subs if s.status == SubmissionStatus.SCORED]
     ranked = [(s.created_at.timestamp(), round(s.public_score, 4)) for s in scored if not s.late]
     late = [(s.created_at.timestamp(), round(s.public_score, 4)) for s in scored if s.late]
     series = [("public score", ranked)] + ([("late", late)] if late else [])

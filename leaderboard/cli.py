@@ -1,12 +1,10 @@
-"""``podium serve``, ``podium team add|list`` and ``podium submit``: thin commands over the app."""
+"""``podium serve`` and ``podium team add|list``: thin commands over the app (``podium submit`` is in
+``leaderboard.client.submit``)."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
-
-from harness.errors import PodiumError
 
 
 def _config(competition: str, db: str | None, instance: str | None) -> dict:
@@ -46,7 +44,8 @@ def serve_command(competition: str, db: str | None, instance: str | None, host: 
     instance_dir = Path(config["INSTANCE_PATH"]).resolve()
     config["ADMIN_TOKEN"] = admin_token or _instance_secret(instance_dir, "admin_token")
     config["WORKER_TOKEN"] = worker_token or _instance_secret(instance_dir, "worker_token")
-    config["SESSION_COOKIE_SECURE"] = secure_cookies
+    if secure_cookies:  # otherwise PODIUM_SECURE_COOKIES or the default (leaderboard/config.py)
+        config["SESSION_COOKIE_SECURE"] = True
     app = create_app(config)
     if not admin_token:
         click.echo(f"organizer token: in {instance_dir / 'admin_token'} (log in at /admin/login)")
@@ -68,7 +67,7 @@ def team_group() -> None:
 def team_add(name: str, competition: str, db: str | None, instance: str | None) -> int:
     """Create a team and print its token (shown once: only a hash is stored)."""
     from leaderboard import create_app
-    from leaderboard.auth import create_team
+    from leaderboard.services import create_team
 
     app = create_app(_config(competition, db, instance))
     with app.app_context():
@@ -100,102 +99,3 @@ def team_list(competition: str, db: str | None, instance: str | None) -> int:
         if not rows:
             click.echo("no teams yet: podium team add NAME --competition DIR")
     return 0
-
-
-def _show_result(body: dict) -> None:
-    score = body.get("public_score")
-    ci = body.get("public_ci") or [None, None]
-    metric = (body.get("result") or {}).get("primary_metric", "score")
-    click.echo(f"submission {body.get('id')}: public {metric} {score}  (95 % interval {ci[0]} - {ci[1]})")
-    if body.get("late"):
-        click.echo("late: kept and scored, not ranked")
-    if "submissions_left_today" in body:
-        click.echo(f"{body['submissions_left_today']} submission(s) left today (UTC)")
-
-
-@click.command("submit")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--server", required=True, help="The leaderboard's address, e.g. http://127.0.0.1:5000")
-@click.option("--token", required=True, envvar="PODIUM_TOKEN", help="Your team token (or $PODIUM_TOKEN).")
-@click.option("--note", default="", help="A note shown with the submission.")
-@click.option("--history", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="The training history.csv, for curves and a diagnosis on the submission page.")
-@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for a checkpoint to be scored.")
-@click.option("--timeout", default=900.0, show_default=True, help="Seconds to wait for a checkpoint's score.")
-def submit_command(file: str, server: str, token: str, note: str, history: str | None, wait: bool,
-                   timeout: float) -> int:
-    """Upload a submission (CSV or checkpoint) and print its score or why it was refused (exit 2)."""
-    import requests
-
-    base = server.rstrip("/")
-    headers = {"Authorization": f"Bearer {token}"}
-    with open(file, "rb") as fh, (open(history, "rb") if history else _Null()) as hist:
-        files = {"file": (Path(file).name, fh)}
-        if history:
-            files["history"] = (Path(history).name, hist)
-        try:
-            response = requests.post(f"{base}/api/submissions", headers=headers, files=files,
-                                     data={"note": note}, timeout=600)
-        except requests.RequestException as exc:
-            raise PodiumError(f"Could not reach {base}: {exc}") from None
-    body = _json(response)
-    if response.status_code in (401, 413, 429) or response.status_code >= 500 or (
-        response.status_code >= 400 and "id" not in body
-    ):
-        raise PodiumError(body.get("errors") or [f"The server answered {response.status_code}."])
-    if body.get("status") == "refused":
-        click.echo(f"submission {body.get('id')} was refused:", err=True)
-        for message in body.get("errors") or body.get("messages") or []:
-            click.echo(f"  {message}", err=True)
-        return 2
-    if body.get("status") in ("queued", "running"):
-        click.echo(f"submission {body['id']} is queued for a scoring worker")
-        if not wait:
-            return 0
-        body = _wait(base, headers, body["id"], timeout)
-        if body.get("status") != "scored":
-            for message in body.get("messages") or []:
-                click.echo(f"  {message}", err=True)
-            click.echo(f"submission {body.get('id')}: {body.get('status')}", err=True)
-            return 2 if body.get("status") == "refused" else 1
-    _show_result(body)
-    return 0
-
-
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _json(response) -> dict:
-    try:
-        body = response.json()
-    except ValueError:
-        return {"errors": [f"The server answered {response.status_code} without JSON."]}
-    return body if isinstance(body, dict) else {}
-
-
-def _wait(base: str, headers: dict, submission_id: int, timeout: float) -> dict:
-    import requests
-    from tqdm import tqdm
-
-    deadline = time.monotonic() + timeout
-    body: dict = {}
-    with tqdm(desc="waiting for a worker", unit="s", bar_format="{desc}: {elapsed}") as bar:
-        while time.monotonic() < deadline:
-            try:
-                response = requests.get(f"{base}/api/submissions/{submission_id}", headers=headers, timeout=30)
-            except requests.RequestException as exc:
-                raise PodiumError(f"Could not reach {base} while waiting for submission {submission_id} "
-                                  f"(it stays queued; see it on the board): {exc}") from None
-            body = _json(response)
-            if response.status_code != 200:
-                raise PodiumError(body.get("errors") or [f"The server answered {response.status_code}."])
-            if body.get("status") not in ("queued", "running"):
-                return body
-            time.sleep(2)
-            bar.update(2)
-    raise PodiumError(f"Submission {submission_id} was not scored within {timeout:.0f} s; it stays queued.")

@@ -30,7 +30,7 @@ import requests
 
 from harness.errors import PodiumError
 
-RUN_FILES = ("model.safetensors", "history.csv", "predictions.csv", "report.json")
+DEMO_RUN_INPUTS = ("model.safetensors", "history.csv", "predictions.csv", "report.json")  # of a baseline run, what the demo uses
 SCORING_WAIT_S = 600
 
 
@@ -121,7 +121,7 @@ def ensure_competition(layout: DemoLayout):
 def ensure_run(layout: DemoLayout, name: str, extra: list[str]) -> Path:
     """``podium baseline --preset demo`` into ``runs/<name>``, unless a finished run is there."""
     out = layout.runs / name
-    if all((out / f).is_file() for f in RUN_FILES):
+    if all((out / f).is_file() for f in DEMO_RUN_INPUTS):
         click.echo(f"{name}: reusing {out}")
         return out
     argv = [sys.executable, "-m", "podium_cli", "baseline", "--competition", str(layout.competition),
@@ -169,9 +169,10 @@ def ensure_team_tokens(app, names: list[str], secrets_: DemoSecrets) -> None:
     """Every demo team exists and its token is known (a lost token is reset)."""
     import sqlalchemy as sa
 
-    from leaderboard.auth import create_team, reset_token, team_for_token
+    from leaderboard.auth import team_for_token
     from leaderboard.extensions import db
     from leaderboard.models import Team
+    from leaderboard.services import create_team, reset_token
 
     with app.app_context():
         for name in names:
@@ -179,7 +180,7 @@ def ensure_team_tokens(app, names: list[str], secrets_: DemoSecrets) -> None:
             if team is None:
                 _, secrets_.teams[name] = create_team(name)
             elif team_for_token(secrets_.teams.get(name, "")) is None:
-                secrets_.teams[name] = reset_token(team)
+                _, secrets_.teams[name] = reset_token(team.id)
 
 
 def already_submitted(app, team_name: str, path: Path) -> bool:
@@ -235,15 +236,16 @@ def wait_for_jobs(app, worker: subprocess.Popen, timeout: float) -> str:
 
     from leaderboard.extensions import db
     from leaderboard.models import ScoringJob
+    from leaderboard.protocol import JobStatus
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with app.app_context():
             pending = db.session.scalar(
-                sa.select(sa.func.count(ScoringJob.id)).where(ScoringJob.status.in_(("queued", "running")))
+                sa.select(sa.func.count(ScoringJob.id)).where(ScoringJob.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
             )
         if not pending:
-            return "done"
+            return "every job finished"
         if worker.poll() is not None:
             return f"the worker exited ({worker.returncode})"
         time.sleep(1)

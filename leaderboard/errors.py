@@ -1,7 +1,7 @@
 """Errors as pages for browsers and as ``{"errors": [...]}`` for API clients; never a traceback."""
 from __future__ import annotations
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, Response, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -26,11 +26,16 @@ def wants_json() -> bool:
     )
 
 
+def json_errors(status: int, messages: list[str] | tuple[str, ...]) -> Response:
+    """The API's one error shape: ``{"errors": [...]}`` with ``status``."""
+    response = jsonify({"errors": list(messages)})
+    response.status_code = status
+    return response
+
+
 def error_response(status: int, messages: list[str]):
     if wants_json():
-        response = jsonify({"errors": messages})
-        response.status_code = status
-        return response
+        return json_errors(status, messages)
     return render_template("error.html", status=status, messages=messages), status
 
 

@@ -1,8 +1,8 @@
 """Submissions in: store the file, enforce the daily limit atomically, score CSVs, queue checkpoints.
 
-``record_predictions`` and ``record_refusal`` are the two ways a submission gets its outcome,
-for CSVs scored in the request and for checkpoints scored by a worker alike. They change the
-submission and bump the board version in the current transaction; the caller commits.
+``accept`` is the service operation (it owns its transaction); ``submit`` wraps it with the one
+mapping of its outcome to an HTTP status that the upload page and the API share. The outcome of a
+CSV is recorded by ``leaderboard.recording``, the same way as a rescore's and a worker's.
 """
 from __future__ import annotations
 
@@ -20,64 +20,21 @@ import numpy as np
 import sqlalchemy as sa
 
 from harness.errors import SubmissionError
-from harness.scoring import file_kind, score_predictions
+from harness.scoring import file_kind
 from harness.submission import parse_csv_submission
 from leaderboard.extensions import db
-from leaderboard.models import Setting, Submission, Team
+from leaderboard.jobs import enqueue
+from leaderboard.models import Submission, Team
+from leaderboard.protocol import SubmissionStatus
+from leaderboard.recording import record_csv
 from leaderboard.state import current_competition, current_solution, now, podium_state
+from leaderboard.transactions import write_transaction
 
-BOARD_VERSION = "board_version"
 MAX_NOTE_CHARS = 500
 
 
 class LimitReached(SubmissionError):
     """The team used its submissions for this UTC day."""
-
-
-def bump_board_version() -> None:
-    """Invalidate every cached board, in this process and others, when the transaction commits."""
-    db.session.execute(
-        sa.update(Setting)
-        .where(Setting.key == BOARD_VERSION)
-        .values(value=sa.cast(sa.cast(Setting.value, sa.Integer) + 1, sa.String))
-    )
-
-
-def board_version() -> str:
-    return db.session.scalar(sa.select(Setting.value).where(Setting.key == BOARD_VERSION)) or "0"
-
-
-def record_predictions(submission: Submission, predictions: np.ndarray) -> None:
-    """Score predictions (class indices in test.npz order) onto ``submission``; the caller commits.
-
-    Predictions the harness refuses (wrong length, invalid class) become a refusal that is the
-    team's (it counts toward the limit).
-    """
-    try:
-        report = score_predictions(np.asarray(predictions), current_solution(), current_competition())
-    except SubmissionError as exc:
-        record_refusal(submission, exc.messages, ours=False)
-        return
-    submission.public_score = float(report.primary("public"))
-    submission.private_score = float(report.primary("private"))
-    submission.public_ci_low = float(report.public.ci_low)
-    submission.public_ci_high = float(report.public.ci_high)
-    submission.result_json = report.to_dict()
-    submission.status = "scored"
-    submission.messages = []
-    submission.counts_toward_limit = True
-    bump_board_version()
-
-
-def record_refusal(submission: Submission, messages: list[str], ours: bool) -> None:
-    """Mark ``submission`` refused (the team's problem, counts) or failed (ours, does not count)."""
-    submission.status = "failed" if ours else "refused"
-    submission.messages = [str(m) for m in messages] or ["The submission could not be scored."]
-    submission.counts_toward_limit = not ours
-    submission.public_score = submission.private_score = None
-    submission.public_ci_low = submission.public_ci_high = None
-    submission.result_json = None
-    bump_board_version()
 
 
 def utc_day(when: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
@@ -188,16 +145,25 @@ class Upload:
         return io.BytesIO(self.data) if isinstance(self.data, (bytes, bytearray)) else self.data
 
 
-def _begin_write(team_id: int) -> None:
-    """Start a write transaction that serializes this team's check-and-insert.
+@dataclass(frozen=True)
+class ParsedCsv:
+    """A stored CSV read against the answers: its predictions, or the messages that refuse it."""
 
-    SQLite: ``BEGIN IMMEDIATE`` (taken by the engine's begin hook); elsewhere a row lock on the team.
-    """
-    db.session.commit()  # end the request's read transaction, if any
-    if db.session.get_bind().dialect.name == "sqlite":
-        db.session.connection(execution_options={"podium_immediate": True})
-    else:
-        db.session.execute(sa.select(Team.id).where(Team.id == team_id).with_for_update())
+    predictions: np.ndarray | None = None
+    messages: list[str] | None = None
+    ours: bool = False  # the refusal is our fault (the stored file is gone): it does not count
+
+
+def parse_stored_csv(relative: str) -> ParsedCsv:
+    """Parse a stored CSV (``<team-slug>/<sha256>.csv``): the path of an upload and of a rescore."""
+    try:
+        data = (podium_state().storage_root / relative).read_bytes()
+    except OSError:
+        return ParsedCsv(messages=["The stored file is missing on the server."], ours=True)
+    try:
+        return ParsedCsv(predictions=parse_csv_submission(data, current_solution(), current_competition().classes))
+    except SubmissionError as exc:
+        return ParsedCsv(messages=exc.messages)
 
 
 def _check_limit(team_id: int, when: dt.datetime, daily_limit: int) -> None:
@@ -208,7 +174,7 @@ def _check_limit(team_id: int, when: dt.datetime, daily_limit: int) -> None:
 
 
 def accept(team: Team, upload: Upload) -> Submission:
-    """Take one submission from ``team``: refused CSVs are kept (and count), as on Kaggle.
+    """Take one submission from ``team``: refused CSVs are kept (and count), as on Kaggle. Commits.
 
     Raises ``LimitReached`` when the team has no submission left today (checked before the file is
     stored, and again, authoritatively, under the write lock), and
@@ -220,16 +186,10 @@ def accept(team: Team, upload: Upload) -> Submission:
     team_id = team.id
     _check_limit(team_id, now(), competition.daily_limit)  # cheap early answer; no file kept for nothing
     stored = store_file(team, upload.stream(), competition)
-    predictions, messages = None, None
-    if stored.kind == "csv":  # parse before taking the write lock: the lock is held only to count and insert
-        data = (podium_state().storage_root / stored.relative).read_bytes()
-        try:
-            predictions = parse_csv_submission(data, current_solution(), competition.classes)
-        except SubmissionError as exc:
-            messages = exc.messages
+    # Parse before taking the write lock: the lock is held only to count and insert.
+    parsed = parse_stored_csv(stored.relative) if stored.kind == "csv" else None
     when = now()
-    _begin_write(team_id)
-    try:
+    with write_transaction(lock_team_id=team_id):
         _check_limit(team_id, when, competition.daily_limit)
         submission = Submission(
             team_id=team_id,
@@ -239,7 +199,7 @@ def accept(team: Team, upload: Upload) -> Submission:
             stored_path=stored.relative,
             note=(upload.note or "").strip()[:MAX_NOTE_CHARS],
             history_csv=history,
-            status="queued",
+            status=SubmissionStatus.QUEUED,
             messages=[],
             created_at=when,
             late=competition.is_late(when),
@@ -247,20 +207,34 @@ def accept(team: Team, upload: Upload) -> Submission:
         )
         db.session.add(submission)
         db.session.flush()
-        if stored.kind == "csv":
-            if messages is not None:
-                record_refusal(submission, messages, ours=False)
-            else:
-                record_predictions(submission, predictions)
+        if parsed is not None:
+            record_csv(submission, parsed)
         else:
-            from leaderboard.jobs import enqueue
-
             enqueue(submission)
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
     return submission
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    """What became of an upload, as the web answers it: 201 scored, 202 queued, 422 refused, 429 limit."""
+
+    status: int
+    messages: list[str]
+    submission: Submission | None = None
+
+
+def submit(team: Team, filename: str, stream: BinaryIO, note: str = "", history: BinaryIO | None = None) -> UploadOutcome:
+    """``accept`` an upload (and its history attachment) and map the outcome to its HTTP status:
+    the one mapping that the upload page and ``POST /api/submissions`` share."""
+    try:
+        submission = accept(team, Upload(filename=filename, data=stream, note=note, history=read_history_upload(history)))
+    except LimitReached as exc:
+        return UploadOutcome(429, exc.messages)
+    except SubmissionError as exc:
+        return UploadOutcome(422, exc.messages)
+    if submission.status == SubmissionStatus.REFUSED:
+        return UploadOutcome(422, list(submission.messages), submission)
+    return UploadOutcome(201 if submission.status == SubmissionStatus.SCORED else 202, [], submission)
 
 
 def storage_path(submission: Submission) -> Path:

@@ -2,7 +2,7 @@
 
 A checkpoint submission becomes one ``ScoringJob``. ``podium worker`` processes claim jobs over
 HTTP (``leaderboard.jobs_api``), run the model on the public test images and send back
-predictions; the server scores them. The rules (DESIGN.md, "Security and reliability rules"):
+predictions; the server scores them. The rules (docs/architecture.md, "The job lease protocol"):
 
 - one job per (submission, file sha256, scorer version): the unique key in ``ScoringJob``;
 - a claim is a conditional ``UPDATE ... WHERE id = ? AND status = 'queued'`` whose row count says
@@ -34,13 +34,15 @@ from flask import current_app
 
 from leaderboard.extensions import db
 from leaderboard.models import ScoringJob, Submission
-from leaderboard.state import now as utcnow
+from leaderboard.protocol import JobStatus, SubmissionStatus
+from leaderboard.recording import record_predictions, record_refusal
+from leaderboard.state import current_config
+from leaderboard.state import now as app_now
+from leaderboard.transactions import end_read, write_transaction
 
 # Bump when checkpoint inference changes in a way that can change predictions: the unique key
 # (submission, sha256, scorer version) then allows one new score per submission (a rescore).
 SCORER_VERSION = "1"
-DEFAULT_LEASE_SECONDS = 120
-DEFAULT_MAX_ATTEMPTS = 3
 OURS_MESSAGE = (
     "We could not score this checkpoint: our scoring workers failed on it {attempts} time(s). "
     "This is our fault, not yours, and it does not count against your daily limit. "
@@ -71,11 +73,11 @@ class Outcome:
 
 
 def lease_seconds() -> int:
-    return int(current_app.config.get("JOB_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
+    return int(current_config().job_lease_seconds)
 
 
 def max_attempts() -> int:
-    return int(current_app.config.get("JOB_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
+    return int(current_config().job_max_attempts)
 
 
 def lease_key(job_id: int, attempt: int, worker_name: str, queued_at: dt.datetime) -> str:
@@ -112,12 +114,12 @@ def enqueue(submission: Submission, scorer_version: str = SCORER_VERSION) -> Sco
     )
     if existing is not None:
         return existing
-    now = utcnow()
+    now = app_now()
     job = ScoringJob(
         submission_id=submission.id,
         sha256=submission.sha256,
         scorer_version=scorer_version,
-        status="queued",
+        status=JobStatus.QUEUED,
         attempts=0,
         created_at=now,
         updated_at=now,
@@ -133,20 +135,8 @@ def enqueue(submission: Submission, scorer_version: str = SCORER_VERSION) -> Sco
                 ScoringJob.scorer_version == scorer_version,
             )
         ).one()
-    submission.status = "queued"
+    submission.status = SubmissionStatus.QUEUED
     return job
-
-
-def _begin_write() -> None:
-    """End any read transaction and start a short write transaction.
-
-    On SQLite this is ``BEGIN IMMEDIATE`` (the engine's begin hook, see ``create_app``): a deferred
-    transaction that read first could not upgrade to a write once another worker committed. On
-    other databases the conditional UPDATEs below do the arbitration on their own.
-    """
-    db.session.commit()
-    if db.session.get_bind().dialect.name == "sqlite":
-        db.session.connection(execution_options={"podium_immediate": True})
 
 
 def _conditional_update(job_id: int, conditions: list, **values) -> bool:
@@ -162,8 +152,6 @@ def _conditional_update(job_id: int, conditions: list, **values) -> bool:
 
 def _give_up(job: ScoringJob) -> None:
     """Our failure, final: the job fails and the submission is refused without costing the team."""
-    from leaderboard.intake import record_refusal
-
     submission = db.session.get(Submission, job.submission_id)
     if submission is not None:
         record_refusal(submission, [OURS_MESSAGE.format(attempts=job.attempts)], ours=True)
@@ -172,93 +160,95 @@ def _give_up(job: ScoringJob) -> None:
 def sweep_expired(now: dt.datetime | None = None) -> int:
     """Put every running job whose lease has expired back in the queue (or fail it after
     ``max_attempts``). Commits. Returns how many jobs it moved."""
-    now = now or utcnow()
+    now = now or app_now()
     find_expired = sa.select(ScoringJob.id, ScoringJob.attempts).where(
-        ScoringJob.status == "running", ScoringJob.lease_expires_at < now
+        ScoringJob.status == JobStatus.RUNNING, ScoringJob.lease_expires_at < now
     )
     if not db.session.execute(find_expired.limit(1)).first():
-        db.session.commit()  # nothing to do: no write transaction taken
+        end_read()  # nothing to do: no write transaction taken
         return 0
-    _begin_write()
-    expired = db.session.execute(find_expired).all()
     moved = 0
-    for job_id, attempts in expired:
-        still_expired = [
-            ScoringJob.status == "running",
-            ScoringJob.attempts == attempts,
-            ScoringJob.lease_expires_at < now,
-        ]
-        error = f"lease expired at attempt {attempts} (worker gone or too slow)"
-        final = attempts >= max_attempts()
-        if not _conditional_update(
-            job_id,
-            still_expired,
-            status="failed" if final else "queued",
-            worker_name=None,
-            lease_expires_at=None,
-            last_error=error,
-            updated_at=now,
-        ):
-            continue  # the worker's result or heartbeat got there first
-        job = db.session.get(ScoringJob, job_id, populate_existing=True)
-        if final:
-            _give_up(job)
-        else:
-            submission = db.session.get(Submission, job.submission_id)
-            if submission is not None and submission.status == "running":
-                submission.status = "queued"
-        moved += 1
-    db.session.commit()
+    with write_transaction():
+        expired = db.session.execute(find_expired).all()
+        for job_id, attempts in expired:
+            still_expired = [
+                ScoringJob.status == JobStatus.RUNNING,
+                ScoringJob.attempts == attempts,
+                ScoringJob.lease_expires_at < now,
+            ]
+            error = f"lease expired at attempt {attempts} (worker gone or too slow)"
+            final = attempts >= max_attempts()
+            if not _conditional_update(
+                job_id,
+                still_expired,
+                status=JobStatus.FAILED if final else JobStatus.QUEUED,
+                worker_name=None,
+                lease_expires_at=None,
+                last_error=error,
+                updated_at=now,
+            ):
+                continue  # the worker's result or heartbeat got there first
+            job = db.session.get(ScoringJob, job_id, populate_existing=True)
+            if final:
+                _give_up(job)
+            else:
+                _back_in_queue(job)
+            moved += 1
     return moved
+
+
+def _back_in_queue(job: ScoringJob) -> None:
+    """The job's submission waits again (it was running on a worker that let go of it)."""
+    submission = db.session.get(Submission, job.submission_id)
+    if submission is not None and submission.status == SubmissionStatus.RUNNING:
+        submission.status = SubmissionStatus.QUEUED
 
 
 def claim(worker_name: str, candidates: int = 8) -> Claim | None:
     """Give the oldest queued job to ``worker_name`` under a fresh lease, or None when the queue is
     empty. Sweeps expired leases first. Commits."""
     sweep_expired()
-    _begin_write()
-    now = utcnow()
     seconds = lease_seconds()
-    queued = db.session.execute(
-        sa.select(ScoringJob.id, ScoringJob.attempts)
-        .where(ScoringJob.status == "queued")
-        .order_by(ScoringJob.created_at, ScoringJob.id)
-        .limit(candidates)
-    ).all()
-    for job_id, attempts in queued:
-        won = _conditional_update(
-            job_id,
-            [ScoringJob.status == "queued", ScoringJob.attempts == attempts],
-            status="running",
-            worker_name=worker_name,
-            attempts=attempts + 1,
-            lease_expires_at=now + dt.timedelta(seconds=seconds),
-            updated_at=now,
-        )
-        if not won:
-            continue  # another worker took it between our SELECT and our UPDATE
-        job = db.session.get(ScoringJob, job_id, populate_existing=True)
-        submission = db.session.get(Submission, job.submission_id)
-        if submission is not None:
-            submission.status = "running"
-        db.session.commit()
-        return Claim(
-            job_id=job.id,
-            submission_id=job.submission_id,
-            sha256=job.sha256,
-            attempt=job.attempts,
-            lease_key=job_lease_key(job),
-            lease_seconds=seconds,
-            lease_expires_at=now + dt.timedelta(seconds=seconds),
-        )
-    db.session.commit()
+    with write_transaction():
+        now = app_now()
+        queued = db.session.execute(
+            sa.select(ScoringJob.id, ScoringJob.attempts)
+            .where(ScoringJob.status == JobStatus.QUEUED)
+            .order_by(ScoringJob.created_at, ScoringJob.id)
+            .limit(candidates)
+        ).all()
+        for job_id, attempts in queued:
+            won = _conditional_update(
+                job_id,
+                [ScoringJob.status == JobStatus.QUEUED, ScoringJob.attempts == attempts],
+                status=JobStatus.RUNNING,
+                worker_name=worker_name,
+                attempts=attempts + 1,
+                lease_expires_at=now + dt.timedelta(seconds=seconds),
+                updated_at=now,
+            )
+            if not won:
+                continue  # another worker took it between our SELECT and our UPDATE
+            job = db.session.get(ScoringJob, job_id, populate_existing=True)
+            submission = db.session.get(Submission, job.submission_id)
+            if submission is not None:
+                submission.status = SubmissionStatus.RUNNING
+            return Claim(
+                job_id=job.id,
+                submission_id=job.submission_id,
+                sha256=job.sha256,
+                attempt=job.attempts,
+                lease_key=job_lease_key(job),
+                lease_seconds=seconds,
+                lease_expires_at=now + dt.timedelta(seconds=seconds),
+            )
     return None
 
 
 def holds_lease(job: ScoringJob, key: str, now: dt.datetime | None = None) -> bool:
     """True when ``key`` names the job's current, unexpired lease."""
-    now = now or utcnow()
-    if job.status != "running" or job.worker_name is None or not key:
+    now = now or app_now()
+    if job.status != JobStatus.RUNNING or job.worker_name is None or not key:
         return False
     expires = job.lease_expires_at
     if expires is None or expires < now:
@@ -270,7 +260,7 @@ def holds_lease(job: ScoringJob, key: str, now: dt.datetime | None = None) -> bo
 def _lease_conditions(job: ScoringJob, now: dt.datetime) -> list:
     """The WHERE clause that re-checks, inside the UPDATE, that this lease is still the live one."""
     return [
-        ScoringJob.status == "running",
+        ScoringJob.status == JobStatus.RUNNING,
         ScoringJob.attempts == job.attempts,
         ScoringJob.worker_name == job.worker_name,
         ScoringJob.lease_expires_at >= now,
@@ -278,16 +268,14 @@ def _lease_conditions(job: ScoringJob, now: dt.datetime) -> list:
 
 
 def heartbeat(job_id: int, key: str) -> dt.datetime | None:
-    """Extend the lease held under ``key``; the new expiry, or None when the lease was lost."""
-    _begin_write()
-    now = utcnow()
-    job = db.session.get(ScoringJob, job_id, populate_existing=True)
-    if job is None or not holds_lease(job, key, now):
-        db.session.rollback()
-        return None
-    expires = now + dt.timedelta(seconds=lease_seconds())
-    ok = _conditional_update(job_id, _lease_conditions(job, now), lease_expires_at=expires, updated_at=now)
-    db.session.commit()
+    """Extend the lease held under ``key``; the new expiry, or None when the lease was lost. Commits."""
+    with write_transaction():
+        now = app_now()
+        job = db.session.get(ScoringJob, job_id, populate_existing=True)
+        if job is None or not holds_lease(job, key, now):
+            return None
+        expires = now + dt.timedelta(seconds=lease_seconds())
+        ok = _conditional_update(job_id, _lease_conditions(job, now), lease_expires_at=expires, updated_at=now)
     return expires if ok else None
 
 
@@ -295,14 +283,14 @@ def _finish(
     job_id: int, key: str, status: str | Callable[[ScoringJob], str], last_error: str | None = None, release: bool = False,
     extra: Callable[[ScoringJob], dict] | None = None,
 ) -> ScoringJob | None:
-    """Move the job out of ``running`` if ``key`` holds its lease; the job, or None. Does not commit.
+    """Move the job out of ``running`` if ``key`` holds its lease; the job, or None. Runs inside the
+    caller's ``write_transaction``.
 
     ``status`` may be a function of the held job; ``release`` forgets the worker (a job that goes
     back to the queue), otherwise its name stays on the job for the admin page; ``extra`` gives
     more columns to set, from the held job.
     """
-    _begin_write()
-    now = utcnow()
+    now = app_now()
     job = db.session.get(ScoringJob, job_id, populate_existing=True)
     if job is None or not holds_lease(job, key, now):
         return None
@@ -317,61 +305,57 @@ def _finish(
     return db.session.get(ScoringJob, job_id, populate_existing=True)
 
 
+NOT_HELD = "lease not held: the result was already accepted or the lease expired"
+
+
 def complete(job_id: int, key: str, predictions: np.ndarray) -> Outcome:
     """Accept the predictions of the lease holder once: job done and submission scored, committed
     together. Predictions the scorer refuses (class indices out of range) refuse the submission."""
-    from leaderboard.intake import record_predictions
-
-    job = _finish(job_id, key, "done")
-    if job is None:
-        db.session.rollback()
-        return Outcome(False, "lease not held: the result was already accepted or the lease expired")
-    submission = db.session.get(Submission, job.submission_id)
-    record_predictions(submission, np.asarray(predictions, dtype=np.int64))  # refuses bad indices
-    messages = tuple(submission.messages or ()) if submission.status == "refused" else ()
-    db.session.commit()
-    return Outcome(True, "done", messages)
+    with write_transaction():
+        job = _finish(job_id, key, JobStatus.DONE)
+        if job is None:
+            return Outcome(False, NOT_HELD)
+        submission = db.session.get(Submission, job.submission_id)
+        record_predictions(submission, np.asarray(predictions, dtype=np.int64))  # refuses bad indices
+        messages = tuple(submission.messages or ()) if submission.status == SubmissionStatus.REFUSED else ()
+    return Outcome(True, JobStatus.DONE, messages)
 
 
 def refuse(job_id: int, key: str, messages: list[str]) -> Outcome:
-    """The worker refused the checkpoint (the team's fault): record the messages, once."""
-    from leaderboard.intake import record_refusal
-
-    job = _finish(job_id, key, "done", last_error="refused: " + " | ".join(messages)[:2000])
-    if job is None:
-        db.session.rollback()
-        return Outcome(False, "lease not held: the result was already accepted or the lease expired")
-    submission = db.session.get(Submission, job.submission_id)
-    record_refusal(submission, list(messages), ours=False)
-    db.session.commit()
-    return Outcome(True, "done", tuple(messages))
+    """The worker refused the checkpoint (the team's fault): record the messages, once. Commits."""
+    with write_transaction():
+        job = _finish(job_id, key, JobStatus.DONE, last_error="refused: " + " | ".join(messages)[:2000])
+        if job is None:
+            return Outcome(False, NOT_HELD)
+        record_refusal(db.session.get(Submission, job.submission_id), list(messages), ours=False)
+    return Outcome(True, JobStatus.DONE, tuple(messages))
 
 
 def fail(job_id: int, key: str, error: str) -> Outcome:
     """The worker broke on the job (our fault): queue it again, or fail it for good after
-    ``max_attempts`` without costing the team anything."""
-    job = _finish(
-        job_id, key, lambda held: "failed" if held.attempts >= max_attempts() else "queued",
-        last_error=error[:2000], release=True,
-    )
-    if job is None:
-        db.session.rollback()
-        return Outcome(False, "lease not held")
-    if job.status == "failed":
-        _give_up(job)
-    else:
-        submission = db.session.get(Submission, job.submission_id)
-        if submission is not None:
-            submission.status = "queued"
-    db.session.commit()
-    return Outcome(True, job.status)
+    ``max_attempts`` without costing the team anything. Commits."""
+    with write_transaction():
+        job = _finish(
+            job_id, key, lambda held: JobStatus.FAILED if held.attempts >= max_attempts() else JobStatus.QUEUED,
+            last_error=error[:2000], release=True,
+        )
+        if job is None:
+            return Outcome(False, "lease not held")
+        if job.status == JobStatus.FAILED:
+            _give_up(job)
+        else:
+            submission = db.session.get(Submission, job.submission_id)
+            if submission is not None:
+                submission.status = SubmissionStatus.QUEUED
+        status = job.status
+    return Outcome(True, status)
 
 
 def release(job_id: int, key: str, reason: str | None = None) -> Outcome:
     """The lease holder gives the job back unfinished (its worker is stopping, or cannot run models
     at all: ``reason`` says why): the job returns to the queue at once, in its old place, and the
     attempt is not counted (``attempts`` goes back down, so such workers never use up the job's
-    ``max_attempts``).
+    ``max_attempts``). Commits.
 
     ``created_at`` moves on by a microsecond, which keeps the job's place in the queue but changes
     every later lease key: the next claim reuses this attempt number, and the key of the lease
@@ -383,15 +367,13 @@ def release(job_id: int, key: str, reason: str | None = None) -> Outcome:
                 "last_error": (f"given back by worker {held.worker_name}: {reason}"[:2000] if reason else
                                f"given back by worker {held.worker_name} when it stopped (attempt not counted)")}
 
-    job = _finish(job_id, key, "queued", release=True, extra=back_in_queue)
-    if job is None:
-        db.session.rollback()
-        return Outcome(False, "lease not held")
-    submission = db.session.get(Submission, job.submission_id)
-    if submission is not None and submission.status == "running":
-        submission.status = "queued"
-    db.session.commit()
-    return Outcome(True, job.status)
+    with write_transaction():
+        job = _finish(job_id, key, JobStatus.QUEUED, release=True, extra=back_in_queue)
+        if job is None:
+            return Outcome(False, "lease not held")
+        _back_in_queue(job)
+        status = job.status
+    return Outcome(True, status)
 
 
 def requeue(submission: Submission, scorer_version: str = SCORER_VERSION) -> ScoringJob:
@@ -399,20 +381,20 @@ def requeue(submission: Submission, scorer_version: str = SCORER_VERSION) -> Sco
     queue, with a fresh attempt budget (a new ``created_at``, so no lease key of its earlier round
     is valid again). A job still queued or running is left alone. The caller commits."""
     job = enqueue(submission, scorer_version)
-    if job.status in ("failed", "done"):
-        now = utcnow()
-        job.status = "queued"
+    if job.status in (JobStatus.FAILED, JobStatus.DONE):
+        now = app_now()
+        job.status = JobStatus.QUEUED
         job.attempts = 0
         job.worker_name = None
         job.lease_expires_at = None
         job.last_error = None
         job.created_at = max(now, job.created_at + dt.timedelta(microseconds=1))
         job.updated_at = now
-        submission.status = "queued"
+        submission.status = SubmissionStatus.QUEUED
     return job
 
 
 def queue_counts() -> dict[str, int]:
     """How many jobs are in each status, for the admin page."""
     rows = db.session.execute(sa.select(ScoringJob.status, sa.func.count()).group_by(ScoringJob.status)).all()
-    return {status: count for status, count in rows}
+    return {JobStatus(status): count for status, count in rows}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -25,23 +24,21 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 
 from leaderboard import jobs
 from leaderboard.auth import require_worker
+from leaderboard.errors import json_errors
 from leaderboard.extensions import csrf, db
 from leaderboard.models import ScoringJob, Submission
+from leaderboard.protocol import JOBS_PREFIX, LEASE_HEADER, TEST_DATA_VERSION_HEADER, WORKER_NAME, WORKER_NAME_RULE
 from leaderboard.state import current_competition, current_solution, podium_state
 
-LEASE_HEADER = "X-Podium-Lease"
-WORKER_NAME = re.compile(r"^[\w.@:+-]{1,100}$")
 MAX_MESSAGES = 50
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-jobs_api = Blueprint("jobs_api", __name__, url_prefix="/api/jobs")
+jobs_api = Blueprint("jobs_api", __name__, url_prefix=JOBS_PREFIX)
 csrf.exempt(jobs_api)
 
 
 def _error(status: int, *messages: str) -> Response:
-    response = jsonify({"errors": list(messages)})
-    response.status_code = status
-    return response
+    return json_errors(status, messages)
 
 
 @jobs_api.post("/claim")
@@ -50,7 +47,7 @@ def claim() -> Response:
     body = request.get_json(silent=True) or {}
     name = body.get("worker", "worker") if isinstance(body, dict) else "worker"
     if not isinstance(name, str) or not WORKER_NAME.match(name):
-        return _error(400, "worker must be a name of 1-100 letters, digits or . _ @ : + -")
+        return _error(400, WORKER_NAME_RULE)
     won = jobs.claim(name)
     if won is None:
         return Response(status=204)
@@ -148,7 +145,7 @@ def test_data() -> Response:
         download_name=f"{current_competition().name}-test-data-{version}.zip",
         conditional=False,
     )
-    response.headers["X-Podium-Test-Data-Version"] = version
+    response.headers[TEST_DATA_VERSION_HEADER] = version
     return response
 
 

@@ -11,9 +11,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from leaderboard.extensions import db
+from leaderboard.protocol import JobStatus, SubmissionStatus
 
 
-def utcnow() -> dt.datetime:
+def wall_clock_utc() -> dt.datetime:
+    """Column defaults: the real time (services pass the app's clock, ``state.now``, explicitly)."""
     return dt.datetime.now(dt.timezone.utc)
 
 
@@ -41,7 +43,7 @@ class Team(db.Model):
     name: Mapped[str] = mapped_column(sa.String(100), unique=True)
     slug: Mapped[str] = mapped_column(sa.String(100), unique=True)
     token_hash: Mapped[str] = mapped_column(sa.String(256))
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=wall_clock_utc)
 
     submissions: Mapped[list["Submission"]] = relationship(back_populates="team", lazy="raise_on_sql")
 
@@ -63,9 +65,9 @@ class Submission(db.Model):
     stored_path: Mapped[str] = mapped_column(sa.String(512))  # relative to the storage root
     note: Mapped[str] = mapped_column(sa.Text, default="")
     history_csv: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
-    status: Mapped[str] = mapped_column(sa.String(16), default="queued")  # queued running scored refused failed
+    status: Mapped[str] = mapped_column(sa.String(16), default=SubmissionStatus.QUEUED)  # a SubmissionStatus
     messages: Mapped[list] = mapped_column(sa.JSON, default=list)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=wall_clock_utc)
     late: Mapped[bool] = mapped_column(default=False)
     public_score: Mapped[float | None] = mapped_column(nullable=True)
     private_score: Mapped[float | None] = mapped_column(nullable=True)
@@ -88,13 +90,13 @@ class ScoringJob(db.Model):
     submission_id: Mapped[int] = mapped_column(sa.ForeignKey("submission.id"), index=True)
     sha256: Mapped[str] = mapped_column(sa.String(64))
     scorer_version: Mapped[str] = mapped_column(sa.String(32))
-    status: Mapped[str] = mapped_column(sa.String(16), default="queued", index=True)  # queued running done failed
+    status: Mapped[str] = mapped_column(sa.String(16), default=JobStatus.QUEUED, index=True)  # a JobStatus
     worker_name: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=wall_clock_utc)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=wall_clock_utc, onupdate=wall_clock_utc)
 
     submission: Mapped[Submission] = relationship()
 

@@ -10,11 +10,15 @@ from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 
+from harness.metrics import get_metric
 from leaderboard.extensions import db
 from leaderboard.models import Setting, Submission, Team
+from leaderboard.protocol import SubmissionStatus
 from leaderboard.state import current_competition, podium_state
 
 ROUND = 4
+BOARD_VERSION = "board_version"  # Setting keys
+REVEALED = "revealed"
 
 
 @dataclass(frozen=True)
@@ -68,20 +72,37 @@ class Board:
         return {"metric": self.metric, "revealed": self.revealed, "rows": [r.to_dict(self.revealed) for r in self.rows]}
 
 
+def bump_board_version() -> None:
+    """Invalidate every cached board, in this process and others, when the transaction commits."""
+    db.session.execute(
+        sa.update(Setting)
+        .where(Setting.key == BOARD_VERSION)
+        .values(value=sa.cast(sa.cast(Setting.value, sa.Integer) + 1, sa.String))
+    )
+
+
+def board_version() -> str:
+    return db.session.scalar(sa.select(Setting.value).where(Setting.key == BOARD_VERSION)) or "0"
+
+
 def is_revealed() -> bool:
-    return db.session.scalar(sa.select(Setting.value).where(Setting.key == "revealed")) == "1"
+    return db.session.scalar(sa.select(Setting.value).where(Setting.key == REVEALED)) == "1"
 
 
 def set_revealed(value: bool) -> None:
-    from leaderboard.intake import bump_board_version
-
-    db.session.execute(sa.update(Setting).where(Setting.key == "revealed").values(value="1" if value else "0"))
+    """Show or hide the private board, in the caller's transaction (``services.reveal`` commits)."""
+    db.session.execute(sa.update(Setting).where(Setting.key == REVEALED).values(value="1" if value else "0"))
     bump_board_version()
-    db.session.commit()
 
 
-def _ranked_filter():
-    return sa.and_(Submission.status == "scored", Submission.late.is_(False))
+def best_first(column):
+    """``column`` in the order of the competition's primary metric: descending when higher is better."""
+    return column.desc() if get_metric(current_competition().primary_metric).higher_is_better else column.asc()
+
+
+def ranked_filter():
+    """The submissions a board ranks: scored and on time (also the ones a team may pick as finals)."""
+    return sa.and_(Submission.status == SubmissionStatus.SCORED, Submission.late.is_(False))
 
 
 def public_best() -> list[sa.Row]:
@@ -92,17 +113,17 @@ def public_best() -> list[sa.Row]:
             Submission.public_ci_high, Submission.created_at,
             sa.func.row_number().over(
                 partition_by=Submission.team_id,
-                order_by=(Submission.public_score.desc(), Submission.created_at, Submission.id),
+                order_by=(best_first(Submission.public_score), Submission.created_at, Submission.id),
             ).label("rn"),
         )
-        .where(_ranked_filter())
+        .where(ranked_filter())
         .subquery()
     )
     query = (
         sa.select(ranked, Team.name, Team.slug)
         .join(Team, Team.id == ranked.c.team_id)
         .where(ranked.c.rn == 1)
-        .order_by(ranked.c.public_score.desc(), ranked.c.created_at, ranked.c.id)
+        .order_by(best_first(ranked.c.public_score), ranked.c.created_at, ranked.c.id)
     )
     return list(db.session.execute(query))
 
@@ -114,13 +135,13 @@ def final_ids_subquery(final_selections: int):
             Submission.id, Submission.team_id, Submission.selected, Submission.private_score, Submission.created_at,
             sa.func.row_number().over(
                 partition_by=Submission.team_id,
-                order_by=(Submission.public_score.desc(), Submission.created_at, Submission.id),
+                order_by=(best_first(Submission.public_score), Submission.created_at, Submission.id),
             ).label("pub_rn"),
             sa.func.max(sa.case((Submission.selected.is_(True), 1), else_=0)).over(
                 partition_by=Submission.team_id
             ).label("has_selection"),
         )
-        .where(_ranked_filter())
+        .where(ranked_filter())
         .subquery()
     )
     return (
@@ -140,13 +161,13 @@ def private_best(final_selections: int) -> list[sa.Row]:
     ranked = sa.select(
         finals,
         sa.func.row_number().over(
-            partition_by=finals.c.team_id, order_by=(finals.c.private_score.desc(), finals.c.created_at, finals.c.id)
+            partition_by=finals.c.team_id, order_by=(best_first(finals.c.private_score), finals.c.created_at, finals.c.id)
         ).label("rn"),
     ).subquery()
     query = (
         sa.select(ranked.c.id, ranked.c.team_id, ranked.c.private_score)
         .where(ranked.c.rn == 1)
-        .order_by(ranked.c.private_score.desc(), ranked.c.created_at, ranked.c.id)
+        .order_by(best_first(ranked.c.private_score), ranked.c.created_at, ranked.c.id)
     )
     return list(db.session.execute(query))
 
@@ -192,8 +213,6 @@ def compute_board(revealed: bool) -> Board:
 
 def versioned_board() -> tuple[str, Board]:
     """(board version, the board to show now), from the cache when no score changed since."""
-    from leaderboard.intake import board_version
-
     version = board_version()
     cache = podium_state().board_cache
     hit = cache.get("board")
@@ -206,30 +225,6 @@ def versioned_board() -> tuple[str, Board]:
 
 def current_board() -> Board:
     return versioned_board()[1]
-
-
-def naive_board(revealed: bool = False) -> Board:
-    """The reference: every submission loaded as an object and ranked in Python (benchmarks only)."""
-    competition = current_competition()
-    teams = {t.id: t for t in db.session.scalars(sa.select(Team))}
-    by_team: dict[int, list[Submission]] = {}
-    for sub in db.session.scalars(sa.select(Submission)):
-        by_team.setdefault(sub.team_id, []).append(sub)
-    best = []
-    for team_id, subs in by_team.items():
-        ranked = [s for s in subs if s.status == "scored" and not s.late]
-        if not ranked:
-            continue
-        top = min(ranked, key=lambda s: (-s.public_score, s.created_at, s.id))
-        best.append((top, team_id, len(subs), max(s.created_at for s in subs)))
-    best.sort(key=lambda b: (-b[0].public_score, b[0].created_at, b[0].id))
-    rows = tuple(
-        BoardRow(rank=i + 1, team_id=t, team_name=teams[t].name, team_slug=teams[t].slug, submission_id=s.id,
-                 score=s.public_score, ci_low=s.public_ci_low, ci_high=s.public_ci_high, submitted_at=s.created_at,
-                 entries=n, last_at=last)
-        for i, (s, t, n, last) in enumerate(best)
-    )
-    return Board(metric=competition.primary_metric, revealed=revealed, rows=rows)
 
 
 def team_finals(team_id: int, final_selections: int) -> set[int]:

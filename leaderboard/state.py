@@ -10,6 +10,7 @@ from typing import Any, Callable
 from flask import current_app
 
 from harness.competition import Competition, Solution
+from leaderboard.config import Config
 
 
 @dataclass
@@ -37,6 +38,7 @@ class PodiumState:
     competition: Competition
     solution: Solution
     storage_root: Path
+    config: Config = field(default_factory=Config)
     board_cache: BoardCache = field(default_factory=BoardCache)
 
 
@@ -50,6 +52,10 @@ def current_competition() -> Competition:
 
 def current_solution() -> Solution:
     return podium_state().solution
+
+
+def current_config() -> Config:
+    return podium_state().config
 
 
 def now() -> dt.datetime:

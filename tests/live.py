@@ -1,6 +1,6 @@
 """Helpers for tests that need the leaderboard app or a real server: one test config, one live server.
 
-Imported by the test modules (``from live import LiveServer, make_test_app``); not a test module itself.
+Imported by the test modules (``from tests.live import LiveServer, make_test_app``); not a test module itself.
 """
 from __future__ import annotations
 

@@ -146,7 +146,7 @@ def test_a_different_seed_gives_a_different_model(tiny_run, digits_competition, 
 
 
 def test_val_fraction_zero_trains_on_everything(digits_competition, tmp_path):
-    """--val-fraction 0, the seed's full-train recipe: empty validation columns, no_validation diagnosis."""
+    """--val-fraction 0, the course notes' full-train recipe: empty validation columns, no_validation diagnosis."""
     out = tmp_path / "full"
     run([*PODIUM, "baseline", "--competition", str(digits_competition.root), *TINY, "--epochs", "1",
          "--val-fraction", "0", "--out", str(out)])
@@ -243,7 +243,7 @@ def test_diagnose_command_refuses_a_malformed_history(tmp_path):
 
 def test_bad_settings_are_user_errors():
     from baseline.config import resolve_config
-    from baseline.model import build_model
+    from baseline.model import build_baseline_model
     from harness.errors import PodiumError
 
     for overrides, expected in [
@@ -259,9 +259,9 @@ def test_bad_settings_are_user_errors():
     with pytest.raises(PodiumError, match="Unknown preset"):
         resolve_config("imagenet")
     with pytest.raises(PodiumError, match="not a torchvision classification model"):
-        build_model("resnet5000", "none", 10)
+        build_baseline_model("resnet5000", "none", 10)
     with pytest.raises(PodiumError, match="no weights named 'IMAGENET9K'.*IMAGENET1K_V1"):
-        build_model("resnet18", "IMAGENET9K", 10)
+        build_baseline_model("resnet18", "IMAGENET9K", 10)
 
 
 def test_cli_reports_user_errors_without_a_traceback(tmp_path):
@@ -273,7 +273,7 @@ def test_cli_reports_user_errors_without_a_traceback(tmp_path):
 
 def test_offline_pretrained_weights_fail_with_the_fix(tmp_path, monkeypatch):
     """No network (a proxy that refuses): a PodiumError that names the file and $TORCH_HOME."""
-    from baseline.model import build_model
+    from baseline.model import build_baseline_model
     from harness.errors import PodiumError
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -282,7 +282,7 @@ def test_offline_pretrained_weights_fail_with_the_fix(tmp_path, monkeypatch):
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
     with pytest.raises(PodiumError) as info:
-        build_model("resnet50", "IMAGENET1K_V1", 10)
+        build_baseline_model("resnet50", "IMAGENET1K_V1", 10)
     text = " ".join(info.value.messages)
     expected = tmp_path / "torch" / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
     assert str(expected) in text and "https://download.pytorch.org/models/resnet50-0676ba61.pth" in text
@@ -294,7 +294,7 @@ def test_preseeded_weights_are_loaded_from_torch_home(tmp_path, monkeypatch):
     import torch
     import torchvision
 
-    from baseline.model import build_model, resolve_weights, weights_cache_path
+    from baseline.model import build_baseline_model, resolve_weights, weights_cache_path
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     for var in ("https_proxy", "HTTPS_PROXY"):
@@ -305,7 +305,7 @@ def test_preseeded_weights_are_loaded_from_torch_home(tmp_path, monkeypatch):
     torch.manual_seed(123)
     seeded = torchvision.models.resnet18().state_dict()
     torch.save(seeded, path)
-    model = build_model("resnet18", "IMAGENET1K_V1", 10)
+    model = build_baseline_model("resnet18", "IMAGENET1K_V1", 10)
     assert torch.equal(model.conv1.weight, seeded["conv1.weight"])
     assert model.fc.out_features == 10 and model.fc.in_features == 512
 
@@ -313,7 +313,7 @@ def test_preseeded_weights_are_loaded_from_torch_home(tmp_path, monkeypatch):
 @pytest.mark.parametrize("content", [b"PK\x03\x04cut short", b"\x80\x02cut short", b""])
 def test_a_damaged_weights_file_is_a_user_error_naming_it(tmp_path, monkeypatch, content):
     """Regression: a cut-short copy in $TORCH_HOME gave a RuntimeError/UnpicklingError traceback."""
-    from baseline.model import build_model, resolve_weights, weights_cache_path
+    from baseline.model import build_baseline_model, resolve_weights, weights_cache_path
     from harness.errors import PodiumError
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -321,7 +321,7 @@ def test_a_damaged_weights_file_is_a_user_error_naming_it(tmp_path, monkeypatch,
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
     with pytest.raises(PodiumError) as info:
-        build_model("resnet18", "IMAGENET1K_V1", 10)
+        build_baseline_model("resnet18", "IMAGENET1K_V1", 10)
     (message,) = info.value.messages
     assert f"The pretrained weights file {path} is damaged" in message and "Delete it" in message
 

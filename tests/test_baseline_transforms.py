@@ -20,11 +20,11 @@ from baseline.transforms import (
     fast_train_batch,
     reference_eval_image,
     reference_train_image,
-    seed_train_transform,
 )
+from tests.reference_impls import course_train_transform
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-SEED_SPEC = TransformSpec(224, 28, MEAN, STD, 0.5)  # the seed's recipe at CIFAR's 32 px input
+COURSE_SPEC = TransformSpec(224, 28, MEAN, STD, 0.5)  # the course notes' recipe at CIFAR's 32 px input
 
 
 def random_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -35,7 +35,7 @@ def as_nchw(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
-@pytest.mark.parametrize("spec", [SEED_SPEC, TransformSpec(32, 4, MEAN, STD, 0.5), TransformSpec(20, 3, MEAN, STD, 1.0)],
+@pytest.mark.parametrize("spec", [COURSE_SPEC, TransformSpec(32, 4, MEAN, STD, 0.5), TransformSpec(20, 3, MEAN, STD, 1.0)],
                          ids=["seed-224-pad28", "32-pad4", "downscale-20"])
 def test_train_paths_agree_with_the_same_crops_and_flips(spec):
     images = random_images(12)
@@ -57,11 +57,11 @@ def test_cpu_chunks_give_the_same_batch(monkeypatch):
     import baseline.transforms as T
 
     images = as_nchw(random_images(20, seed=8))
-    aug = draw_augmentation(20, SEED_SPEC, np.random.default_rng(2))
+    aug = draw_augmentation(20, COURSE_SPEC, np.random.default_rng(2))
     args = (torch.from_numpy(aug.top), torch.from_numpy(aug.left), torch.from_numpy(aug.flip))
-    chunked = T.fast_train_batch(images, *args, SEED_SPEC)
+    chunked = T.fast_train_batch(images, *args, COURSE_SPEC)
     monkeypatch.setattr(T, "CPU_CHUNK", 1000)
-    whole = T.fast_train_batch(images, *args, SEED_SPEC)
+    whole = T.fast_train_batch(images, *args, COURSE_SPEC)
     assert torch.equal(chunked, whole)
 
 
@@ -76,8 +76,8 @@ def test_fast_data_serves_channels_last_when_asked():
 
 def test_eval_paths_agree():
     images = random_images(10, seed=3)
-    fast = fast_eval_batch(as_nchw(images), SEED_SPEC)
-    reference = torch.stack([reference_eval_image(torch.from_numpy(i).permute(2, 0, 1), SEED_SPEC) for i in images])
+    fast = fast_eval_batch(as_nchw(images), COURSE_SPEC)
+    reference = torch.stack([reference_eval_image(torch.from_numpy(i).permute(2, 0, 1), COURSE_SPEC) for i in images])
     assert fast.shape == (10, 3, 224, 224)
     assert (fast - reference).abs().max().item() <= 1e-4  # the same float computation, like the train path
 
@@ -98,7 +98,7 @@ def test_crop_and_flip_do_what_they_say():
 
 def test_the_seeds_v2_compose_is_one_of_the_reference_outputs():
     """torchvision's own RandomCrop(padding)/RandomHorizontalFlip give an output of the reference
-    function for some crop offset and flip: the reference path is the seed's transform."""
+    function for some crop offset and flip: the reference path is the course notes' transform."""
     spec = TransformSpec(16, 2, MEAN, STD, 0.5)
     image = torch.from_numpy(random_images(1, size=12, seed=9)[0]).permute(2, 0, 1)
     candidates = {
@@ -106,7 +106,7 @@ def test_the_seeds_v2_compose_is_one_of_the_reference_outputs():
         for t in range(5) for l in range(5) for f in (False, True)
     }
     torch.manual_seed(0)
-    transform = seed_train_transform(spec)
+    transform = course_train_transform(spec)
     hits = set()
     for _ in range(20):
         out = transform(image)
@@ -117,7 +117,7 @@ def test_the_seeds_v2_compose_is_one_of_the_reference_outputs():
 
 
 def test_augmentation_ranges():
-    aug = draw_augmentation(5000, SEED_SPEC, np.random.default_rng(0))
+    aug = draw_augmentation(5000, COURSE_SPEC, np.random.default_rng(0))
     assert aug.top.min() == 0 and aug.top.max() == 56 and aug.left.max() == 56
     assert 0.45 < aug.flip.mean() < 0.55
     none = draw_augmentation(100, TransformSpec(32, 0, MEAN, STD, 0.0), np.random.default_rng(0))
@@ -183,8 +183,8 @@ def test_stratified_split():
 def test_fast_path_on_cuda_agrees_with_the_cpu_reference():
     images, labels = random_images(40, seed=6), np.arange(40) % 10
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    fast, reference = FastData(images, labels, SEED_SPEC, cuda), ReferenceData(images, labels, SEED_SPEC, cpu)
-    plan = epoch_plan(40, SEED_SPEC, seed=1, epoch=1)
+    fast, reference = FastData(images, labels, COURSE_SPEC, cuda), ReferenceData(images, labels, COURSE_SPEC, cpu)
+    plan = epoch_plan(40, COURSE_SPEC, seed=1, epoch=1)
     for a, b in zip(fast.train_batches(plan, 16), reference.train_batches(plan, 16)):
         assert a.x.is_cuda and a.x.is_contiguous(memory_format=torch.channels_last)
         assert torch.equal(a.y.cpu(), b.y) and (a.x.cpu() - b.x).abs().max().item() <= 1e-2

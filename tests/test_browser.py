@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PODIUM, noisy_predictions, write_submission
+from tests.conftest import PODIUM, noisy_predictions, write_submission
 from harness.scoring import score_predictions
-from leaderboard.auth import create_team
+from leaderboard.services import create_team
 from leaderboard.intake import Upload, accept
-from live import LiveServer, make_test_app
+from tests.live import LiveServer, make_test_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

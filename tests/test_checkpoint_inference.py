@@ -29,7 +29,8 @@ from harness.checkpoint import (  # noqa: E402
     save_checkpoint,
 )
 from harness.checkpoint.child import FAULT_ENV  # noqa: E402
-from harness.checkpoint.infer import prepare_batch, reference_transform  # noqa: E402
+from harness.checkpoint.infer import prepare_batch  # noqa: E402
+from tests.reference_impls import reference_transform  # noqa: E402
 from harness.checkpoint.policy import InputSpec  # noqa: E402
 from harness.competition import load_test, load_train  # noqa: E402
 from harness.errors import CheckpointError  # noqa: E402

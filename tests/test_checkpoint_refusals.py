@@ -23,7 +23,8 @@ timm = pytest.importorskip("timm")
 
 from harness.checkpoint import ModelCard, inspect_checkpoint, pack_checkpoint, predict_checkpoint, save_checkpoint  # noqa: E402
 from harness.checkpoint.archive import MAX_ENTRIES  # noqa: E402
-from harness.checkpoint.infer import prepare_batch, reference_transform  # noqa: E402
+from harness.checkpoint.infer import prepare_batch  # noqa: E402
+from tests.reference_impls import reference_transform  # noqa: E402
 from harness.checkpoint.policy import InputSpec  # noqa: E402
 from harness.checkpoint.safefile import read_safetensors_header  # noqa: E402
 from harness.errors import CheckpointError  # noqa: E402

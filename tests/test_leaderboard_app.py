@@ -13,10 +13,11 @@ import sqlalchemy as sa
 from harness.competition import PRIVATE, PUBLIC, load_competition
 from harness.errors import SubmissionError
 from leaderboard import create_app
-from leaderboard.auth import create_team
+from leaderboard.services import create_team
 from leaderboard.extensions import db
 from leaderboard.models import Submission
-from leaderboard.ranking import compute_board, naive_board
+from leaderboard.ranking import compute_board
+from tests.reference_impls import naive_board
 
 START = dt.datetime(2029, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
 DEADLINE = "2029-12-31T23:59:00Z"
@@ -164,7 +165,7 @@ def test_daily_limit_per_utc_day_and_our_failures_do_not_count(app, digits_solut
     refused = api_submit(client, token, good)
     assert refused.status_code == 429 and "00:00 UTC" in refused.get_json()["errors"][0]
     with app.app_context():  # a failure that was ours gives the submission back
-        from leaderboard.intake import record_refusal
+        from leaderboard.recording import record_refusal
 
         sub = db.session.scalars(sa.select(Submission).order_by(Submission.id.desc())).first()
         record_refusal(sub, ["the worker ran out of memory"], ours=True)
@@ -528,7 +529,7 @@ def test_a_worker_result_recorded_outside_a_request_reaches_the_cached_board(app
     """The contract for the job queue: record_predictions + the caller's commit refreshes the board."""
     from safetensors.numpy import save
 
-    from leaderboard.intake import record_predictions
+    from leaderboard.recording import record_predictions
     from leaderboard.state import current_solution
 
     _, token = add_team(app, "Owls")

@@ -9,12 +9,12 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from conftest import PODIUM, noisy_predictions, write_submission
+from tests.conftest import PODIUM, noisy_predictions, write_submission
 from leaderboard import create_app
-from leaderboard.auth import create_team
+from leaderboard.services import create_team
 from leaderboard.extensions import db
 from leaderboard.models import Submission, Team
-from live import LiveServer
+from tests.live import LiveServer
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ def test_submit_waiting_for_a_worker_reports_a_lost_server_or_an_error_answer_cl
     import socket
 
     from harness.errors import PodiumError
-    from leaderboard.cli import _wait
+    from leaderboard.client.submit import _wait
 
     competition, instance_dir = instance
     with socket.socket() as s:

@@ -14,7 +14,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from conftest import PODIUM
+from tests.conftest import PODIUM
 from leaderboard import create_app
 from leaderboard.extensions import db
 from leaderboard.models import ScoringJob, Submission, Team

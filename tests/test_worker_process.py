@@ -20,14 +20,14 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from conftest import PODIUM
+from tests.conftest import PODIUM
 from harness.competition import load_test, load_train
 from harness.submission import write_predictions_csv
 from leaderboard import jobs
-from leaderboard.auth import create_team
+from leaderboard.services import create_team
 from leaderboard.extensions import db
 from leaderboard.models import ScoringJob, Submission
-from live import LiveServer, make_test_app
+from tests.live import LiveServer, make_test_app
 
 pytestmark = pytest.mark.slow
 

@@ -19,13 +19,13 @@ from safetensors.numpy import save as save_safetensors
 
 from harness.scoring import score_predictions
 from leaderboard import jobs
-from leaderboard.auth import create_team
+from leaderboard.services import create_team
 from leaderboard.extensions import db
 from leaderboard.intake import Upload, accept, used_today
 from leaderboard.models import ScoringJob, Submission
 
-from conftest import noisy_predictions
-from live import make_test_app
+from tests.conftest import noisy_predictions
+from tests.live import make_test_app
 
 WORKER_TOKEN = "worker-secret-token"
 AUTH = {"Authorization": f"Bearer {WORKER_TOKEN}"}
@@ -335,7 +335,7 @@ def test_an_organizer_rescore_requeues_a_finished_job_under_new_lease_keys(app, 
 
 
 def test_the_worker_client_joins_urls_under_a_mount_prefix():
-    from leaderboard.worker import JobClient
+    from leaderboard.client.worker import JobClient
 
     client = JobClient("http://example.test/podium", "t")
     assert client.url("api/jobs/claim") == "http://example.test/podium/api/jobs/claim"
@@ -349,7 +349,7 @@ def test_a_failed_download_leaves_no_open_file_or_partial_file(tmp_path):
     import os
     import socket
 
-    from leaderboard.worker import JobClient
+    from leaderboard.client.worker import JobClient
 
     with socket.socket() as s:  # a port where nothing listens
         s.bind(("127.0.0.1", 0))
@@ -365,7 +365,7 @@ def test_a_failed_download_leaves_no_open_file_or_partial_file(tmp_path):
 
 
 def test_worker_backoff_doubles_up_to_its_cap():
-    from leaderboard.worker import Backoff
+    from leaderboard.client.worker import Backoff
 
     slept: list[float] = []
     backoff = Backoff(base=1.0, cap=8.0, sleep=slept.append)

@@ -15,7 +15,7 @@ Entry points (torch is imported only where a model is built or run, never by thi
 - ``pack_checkpoint(src, dst, *, library, arch, ...)``: ``podium pack``, a ``.pt/.pth`` state dict
   read with ``torch.load(weights_only=True)`` (never retried without) -> ``.safetensors``.
 
-Safety (DESIGN.md, "Security and reliability rules"): a ``.pt``/``.pth`` or pickle submitted for
+Safety (docs/architecture.md, "Security rules"): a ``.pt``/``.pth`` or pickle submitted for
 scoring is refused with the ``podium pack`` command to run; it is never unpickled on the scoring
 side, not even in the child. Safetensors headers are parsed and checked by ``safefile.py`` before
 the safetensors library sees the file; zip archives by ``archive.py`` before torch does. The model

@@ -86,7 +86,7 @@ def run(job: dict, out: Path, network: str) -> dict:
     from harness.checkpoint.card import ModelCard
     from harness.checkpoint.infer import predict_array, resolve_device
     from harness.checkpoint.policy import InputSpec
-    from harness.checkpoint.registry import build_model, load_strict
+    from harness.checkpoint.registry import build_untrained, load_strict
     from harness.checkpoint.safefile import read_safetensors_header
     from harness.errors import CheckpointError
 
@@ -104,7 +104,7 @@ def run(job: dict, out: Path, network: str) -> dict:
     if card.to_metadata() != job["card"]:
         raise CheckpointError("the checkpoint changed while it was being scored; submit it again.")
     spec = InputSpec(size=int(job["size"]), mean=tuple(job["mean"]), std=tuple(job["std"]))
-    model = build_model(card)
+    model = build_untrained(card)
     load_strict(model, header, job["checkpoint"], card)
     images = np.load(job["images"], allow_pickle=False)
     t1 = time.perf_counter()

@@ -4,12 +4,12 @@ The uint8 images go to the device once; each batch is turned NHWC -> NCHW (a vie
 channels_last), resized with the same bilinear + antialias kernel and rounding as torchvision's
 ``Resize`` on uint8 images, scaled to [0,1] and normalised, all on the device. On CUDA the
 forward pass runs under bf16 autocast with large batches and cuDNN autotuning; on CPU in float32.
-``reference_transform`` is the naive per-image torchvision pipeline it must agree with (used by
-the tests and ``benchmarks/checkpoint_speed.py``).
+The naive per-image torchvision pipeline it must agree with is ``tests/reference_impls.py``
+(``reference_transform``, used by the tests and ``benchmarks/checkpoint_speed.py``).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -118,18 +118,3 @@ def _check_logits(logits: object, batch: int, model: "torch.nn.Module") -> None:
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
         shape = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise CheckpointError(f"the model must return one row of class scores per image, got {shape} for {batch} images.")
-
-
-def reference_transform(spec: InputSpec) -> Callable:
-    """The naive per-image pipeline: torchvision transforms v2, as a data loader would apply it."""
-    import torch
-    from torchvision.transforms import v2
-
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize((spec.size, spec.size), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(spec.mean), std=list(spec.std)),
-        ]
-    )

@@ -3,7 +3,7 @@
 This runs on the team's own machine (or the organizer's, on a file they chose to convert), and
 is the only place podium reads a pickle: archives are first checked (entry count, declared size,
 TorchScript, torch.package), then read with ``torch.load(weights_only=True)`` only, never retried
-without it (the attacker controls the error that would trigger a retry; DESIGN.md). Accepted
+without it (the attacker controls the error that would trigger a retry; docs/architecture.md). Accepted
 contents: a state dict, or a dict holding one under ``state_dict``/``model``/``model_state_dict``;
 a ``module.`` prefix (DataParallel/DDP) is removed. The result is checked strictly against the
 named architecture before it is written.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness.checkpoint.archive import inspect_zip
 from harness.checkpoint.card import LIBRARIES, ModelCard, save_checkpoint
-from harness.checkpoint.registry import build_model, key_problems
+from harness.checkpoint.registry import build_untrained, key_problems
 from harness.errors import CheckpointError
 from harness.sniff import ZIP_MAGIC
 
@@ -89,7 +89,7 @@ def infer_num_classes(state: dict, library: str, arch: str) -> int:
 
     default = 1000
     with torch.device("meta"):
-        model = build_model(ModelCard(library, arch, default))
+        model = build_untrained(ModelCard(library, arch, default))
     for key, tensor in model.state_dict().items():
         if key in state and tuple(state[key].shape) != tuple(tensor.shape) and tensor.ndim >= 1 and tensor.shape[0] == default:
             return int(state[key].shape[0])
@@ -119,7 +119,7 @@ def pack_checkpoint(
     import torch
 
     with torch.device("meta"):
-        model = build_model(card)
+        model = build_untrained(card)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     problems = key_problems(expected, {k: tuple(v.shape) for k, v in state.items()}, f"{library} {arch} with {num_classes} classes")
     if problems:

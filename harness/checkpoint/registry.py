@@ -1,6 +1,6 @@
 """Architectures by name from torchvision's and timm's registries; never code from a submission.
 
-``build_model(card)`` returns an untrained model (``weights=None`` / ``pretrained=False``) with the
+``build_untrained(card)`` returns an untrained model (``weights=None`` / ``pretrained=False``) with the
 card's ``num_classes``; ``load_strict(model, header, path)`` checks every key and shape against the
 file's header (already validated, nothing loaded yet) before the safetensors library reads it.
 Imports torch: used inside the inference child and by ``podium pack``.
@@ -47,7 +47,7 @@ def _check_arch(card: ModelCard) -> None:
     )
 
 
-def build_model(card: ModelCard) -> "torch.nn.Module":
+def build_untrained(card: ModelCard) -> "torch.nn.Module":
     """An untrained ``card.arch`` from ``card.library`` with ``card.num_classes`` outputs, in eval mode."""
     _check_arch(card)
     try:

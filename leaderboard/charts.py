@@ -1,27 +1,11 @@
-"""Formatting helpers and server-side chart geometry for the templates (no client framework)."""
+"""Server-side geometry of the SVG line charts (a team's scores over time, a run's curves): no client framework."""
 from __future__ import annotations
 
 import datetime as dt
 import math
 from dataclasses import dataclass
 
-from flask_wtf.csrf import generate_csrf
-
 COLORS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea")
-
-
-def fmt_score(value: float | None, digits: int = 4) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def fmt_time(value: dt.datetime | None) -> str:
-    return "—" if value is None else value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def heat(value: int, top: int) -> str:
-    """A CSS background for a confusion-matrix cell: darker blue for more images."""
-    alpha = 0.0 if top <= 0 else math.sqrt(value / top)
-    return f"background-color: rgba(37, 99, 235, {alpha:.3f}); color: {'#fff' if alpha > 0.55 else '#111'}"
 
 
 @dataclass(frozen=True)
@@ -195,18 +179,3 @@ def time_tick_label(timestamps: list[float]):
     one_day = bool(timestamps) and max(timestamps) - min(timestamps) < 86_400
     fmt = "%H:%M" if one_day else "%m-%d"
     return lambda ts: dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime(fmt)
-
-
-def template_globals() -> dict:
-    from leaderboard.auth import is_admin, session_team
-    from leaderboard.state import current_competition
-
-    return {
-        "fmt_score": fmt_score,
-        "fmt_time": fmt_time,
-        "heat": heat,
-        "csrf_token": generate_csrf,
-        "session_team": session_team,
-        "is_admin": is_admin,
-        "current_competition": current_competition,
-    }

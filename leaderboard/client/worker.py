@@ -11,14 +11,16 @@ backoff. One log line per job.
 
 Stopped by SIGINT (Ctrl-C) or SIGTERM (``kill``), the worker gives the job it holds back to the
 server (``POST /api/jobs/<id>/release``): the job is queued again at once instead of waiting for
-its lease to run out, and the attempt is not counted. A second signal while it does so stops it
-at once (the lease then runs out as after a crash).
+its lease to run out, and the attempt is not counted. A signal that arrives while a claim is in
+flight waits for its answer, so a job won at that moment goes back too. A second signal while it
+does so stops it at once (the lease then runs out as after a crash).
 
 ``PODIUM_WORKER_PAUSE_AFTER_CLAIM`` (seconds) makes the worker wait, heartbeating, after each
 claim: a real, slow job for tests and for rehearsing a worker crash.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -39,13 +41,12 @@ import click
 import requests
 
 from harness.errors import PodiumError, SubmissionError
+from leaderboard.protocol import CLAIM_PATH, LEASE_HEADER, RELEASE_PATH, WORKER_NAME
 
 log = logging.getLogger("podium.worker")
 
-LEASE_HEADER = "X-Podium-Lease"
 PAUSE_ENV = "PODIUM_WORKER_PAUSE_AFTER_CLAIM"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-WORKER_NAME = re.compile(r"^[\w.@:+-]{1,100}$")  # as the server checks it (jobs_api)
 
 
 class ServerRefused(Exception):
@@ -73,8 +74,28 @@ class Stopped(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
 
 
+_held_signals: list[int] | None = None  # a list while a claim is in flight (see held_stop)
+
+
 def _raise_stopped(signum: int, frame) -> None:
+    if _held_signals is not None and not _held_signals:
+        _held_signals.append(signum)  # the first signal waits for the claim's answer; a second one stops at once
+        return
     raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def held_stop():
+    """Hold a stop signal while a claim is in flight: the server may have given this worker a job
+    whose answer has not arrived yet, and stopping then would leave that job running until its
+    lease expires. Yields a list that holds the signal, if one came; the caller gives back the job
+    it got and then stops."""
+    global _held_signals
+    _held_signals = []
+    try:
+        yield _held_signals
+    finally:
+        _held_signals = None
 
 
 RELEASE_TIMEOUT_S = 10.0
@@ -149,7 +170,7 @@ class JobClient:
         raise AssertionError("unreachable")
 
     def claim(self, name: str) -> dict | None:
-        response = self.request("POST", "api/jobs/claim", json={"worker": name})
+        response = self.request("POST", CLAIM_PATH, json={"worker": name})
         return None if response.status_code == 204 else response.json()
 
     def download(self, path: str, dest: Path, lease: str | None = None) -> Path:
@@ -174,7 +195,7 @@ class JobClient:
 
     def release(self, job: dict, reason: str | None = None) -> dict:
         """Give the job back unfinished: one quick try and one retry, since the worker is stopping."""
-        path = job.get("release_url") or f"api/jobs/{job['id']}/release"
+        path = job.get("release_url") or RELEASE_PATH.format(job_id=job["id"])
         return self.request("POST", path, lease=job["lease"], retries=1, timeout=RELEASE_TIMEOUT_S / 2,
                             json={"reason": reason} if reason else None).json()
 
@@ -271,21 +292,21 @@ class Worker:
                 competition_dir = self.test_data(job)
                 self.client.download(job["file_url"], checkpoint, lease=job["lease"])
                 body: Any = {"predictions": self.predict(checkpoint, competition_dir)}
-                verdict = "predicted"
+                verdict = "predictions"
             except (LeaseLost, ConnectionError, requests.RequestException):
                 raise  # nothing to post (or no way to post it): the lease will run out
             except ServerRefused as exc:
                 if exc.status in (401, 403):
                     raise
-                body, verdict = {"failure": f"download refused: {exc}"[:2000]}, "failed"
+                body, verdict = {"failure": f"download refused: {exc}"[:2000]}, "failure"
             except SubmissionError as exc:  # CheckpointError: the team's checkpoint was refused
-                body, verdict = {"errors": exc.messages}, "refused"
+                body, verdict = {"errors": exc.messages}, "refusal"
             except PodiumError as exc:  # InferenceEnvironmentError: this machine cannot run models
                 unusable = " ".join(exc.messages)
-                body, verdict = {"failure": f"worker {self.name}: {unusable}"[:2000]}, "failed"
+                body, verdict = {"failure": f"worker {self.name}: {unusable}"[:2000]}, "failure"
             except Exception as exc:  # ours: the server decides whether to try again
                 log.exception("job %s: inference failed", job["id"])
-                body, verdict = {"failure": f"{type(exc).__name__}: {exc}"[:2000]}, "failed"
+                body, verdict = {"failure": f"{type(exc).__name__}: {exc}"[:2000]}, "failure"
         finally:
             beat.stop()
             checkpoint.unlink(missing_ok=True)
@@ -299,12 +320,17 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim and run one job; False when the queue was empty."""
-        job = self.client.claim(self.name)
+        with held_stop() as held:
+            job = self.client.claim(self.name)
         if job is None:
+            if held:
+                raise Stopped(held[0])
             return False
         started = time.monotonic()
         verdict = "interrupted (the lease will expire and the job return to the queue)"
         try:
+            if held:  # stopped while the claim was in flight: this job goes straight back
+                raise Stopped(held[0])
             verdict = self.run_job(job)
         except LeaseLost:
             verdict = "lease lost, result refused by the server"

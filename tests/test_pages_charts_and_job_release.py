@@ -1,4 +1,4 @@
-"""The leaderboard's finish: readable training-curve ticks, the per-class table and heat map of every
+"""Pages and job release: readable training-curve ticks, the per-class table and heat map of every
 split after reveal (and of none but the public one before), a worker that gives its job back when
 stopped, and every page in a real Chromium at desktop and phone widths.
 
@@ -22,17 +22,17 @@ import requests
 import sqlalchemy as sa
 from safetensors.numpy import save as save_safetensors
 
-from conftest import PODIUM, noisy_predictions, write_submission
-from live import LiveServer, make_test_app
+from tests.conftest import PODIUM, noisy_predictions, write_submission
+from tests.live import LiveServer, make_test_app
 from harness.competition import PRIVATE, PUBLIC
-from leaderboard.auth import create_team
+from leaderboard.services import create_team
 from leaderboard.extensions import db
 from leaderboard.intake import Upload, accept
 from leaderboard.models import ScoringJob, Submission, Team
-from leaderboard.views import epoch_ticks, line_chart
+from leaderboard.charts import epoch_ticks, line_chart
 
-ADMIN = "polish-admin-token"
-WORKER = "polish-worker-token"
+ADMIN = "pages-admin-token"
+WORKER = "pages-worker-token"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 WIDTHS = {"desktop": 1280, "phone": 390}
@@ -384,7 +384,7 @@ def test_an_idle_worker_stops_cleanly_on_sigterm(tmp_path, digits_competition):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, digits_competition, digits_solution):
     """A board with three teams, a history attached, a refused CSV, a queued checkpoint, a worker."""
-    root = tmp_path_factory.mktemp("polish-site")
+    root = tmp_path_factory.mktemp("pages-site")
     competition = root / "digits"
     shutil.copytree(digits_competition.root, competition)
     app = make_app(root, competition)

@@ -1,0 +1,100 @@
+"""The package rules of docs/architecture.md, read from the source (module- and function-level
+imports alike): who may import whom, and no import cycle among podium's modules."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("harness", "baseline", "leaderboard")
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def imports(path: Path) -> set[str]:
+    """Absolute names imported by one module (relative imports resolved)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            out.add(prefix)
+            out.update(f"{prefix}.{a.name}" for a in node.names)
+    return out
+
+
+MODULES = {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")} | {"podium_cli": ROOT / "podium_cli.py"}
+GRAPH = {m: imports(p) for m, p in MODULES.items()}
+
+
+def under(name: str, *prefixes: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if under(m, "harness")))
+def test_harness_imports_no_web_and_no_other_package(module):
+    bad = {i for i in GRAPH[module] if under(i, "flask", "flask_wtf", "flask_sqlalchemy", "sqlalchemy", "leaderboard", "baseline")}
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if under(m, "baseline")))
+def test_baseline_depends_on_harness_only(module):
+    bad = {i for i in GRAPH[module] if under(i, "flask", "leaderboard")}
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if under(m, "leaderboard.client", "leaderboard.protocol")))
+def test_http_clients_share_only_the_protocol_with_the_server(module):
+    server = {i for i in GRAPH[module] if under(i, "leaderboard", "flask", "sqlalchemy")
+              and not under(i, "leaderboard.protocol", "leaderboard.client")}
+    assert not server, f"{module} imports server code {sorted(server)}"
+
+
+def test_no_import_cycle_among_podium_modules():
+    own = {m: {d for d in deps if d in MODULES and d != m and not under(m, d) and not under(d, m)}
+           for m, deps in GRAPH.items()}
+
+    def reaches(start: str, target: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            for d in own[todo.pop()]:
+                if d == target:
+                    return True
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return False
+
+    cycles = sorted({tuple(sorted((m, d))) for m, deps in own.items() for d in deps if reaches(d, m)})
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_readme_documents_every_setting():
+    from leaderboard.config import documentation
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "docs/architecture.md" in readme and (ROOT / "docs" / "architecture.md").is_file()
+    for key, env, _, _ in documentation():
+        assert f"| `{key}` |" in readme, f"README's Configuration table lacks {key}"
+        if env != "—":
+            assert f"`{env}`" in readme, f"README's Configuration table lacks {env}"
+
+
+def test_settings_come_from_the_environment_unless_given(monkeypatch):
+    from leaderboard.config import Config
+
+    env = {"PODIUM_JOB_LEASE_SECONDS": "7", "PODIUM_JOB_MAX_ATTEMPTS": "5", "PODIUM_SECURE_COOKIES": "true"}
+    config = Config.resolve({"JOB_MAX_ATTEMPTS": 2}, environ=env)
+    assert (config.job_lease_seconds, config.job_max_attempts, config.session_cookie_secure) == (7, 2, True)
+    assert Config.resolve({}, environ={}).job_lease_seconds == 120
