@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from harness import audit
-from test_honest import synthetic_teams
+from tests.test_honest import synthetic_teams
 
 TEAMS = [f"team{i:02d}" for i in range(31)]
 
