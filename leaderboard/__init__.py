@@ -52,10 +52,11 @@ def _instance_secret(instance: Path, name: str, nbytes: int = 32) -> str:
 
 
 class DatabaseId(IntegerConverter):
-    """``<int:...>`` in our routes: at most a signed 64-bit integer, the largest id a database
-    column holds, so ``/submissions/99999999999999999999`` is a 404 rather than an overflow (500)."""
+    """``<int:...>`` in our routes: at most a signed 32-bit integer, the largest id PostgreSQL's
+    ``integer`` id columns hold (SQLite's hold 64 bits), so ``/submissions/99999999999999999999``
+    or ``/submissions/2147483648`` is a 404 rather than an overflow (500)."""
 
-    def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = 2**63 - 1,
+    def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = 2**31 - 1,
                  signed: bool = False) -> None:
         super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
 
