@@ -6,7 +6,6 @@ import secrets
 import tempfile
 from pathlib import Path
 
-import sqlalchemy as sa
 from flask import Flask
 from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
@@ -122,26 +121,12 @@ def create_app(config: dict | None = None) -> Flask:
         if db.engine.dialect.name == "sqlite":
             _sqlite_hooks(db.engine)
         from leaderboard import models  # noqa: F401  (registers the tables)
+        from leaderboard.dbadmin import init_schema
 
-        _create_schema()
+        init_schema(app)  # Alembic owns the schema: a new database is migrated, an out-of-date one refused
 
     _register_blueprints(app)
     return app
-
-
-def _create_schema() -> None:
-    """Create the tables and the settings rows once, even when several server processes (gunicorn
-    workers) start on a new database together: on SQLite the check-and-create runs in one
-    ``BEGIN IMMEDIATE`` transaction, so the processes take turns."""
-    from leaderboard.intake import BOARD_VERSION
-    from leaderboard.models import Setting
-
-    with db.engine.connect().execution_options(podium_immediate=True) as conn, conn.begin():
-        db.metadata.create_all(conn)
-        present = set(conn.scalars(sa.select(Setting.key)))
-        missing = [{"key": k, "value": "0"} for k in (BOARD_VERSION, "revealed") if k not in present]
-        if missing:
-            conn.execute(sa.insert(Setting), missing)
 
 
 def _register_blueprints(app: Flask) -> None:
