@@ -220,7 +220,7 @@ def _competition_option(f):
 
 @click.group("db")
 def db_group() -> None:
-    """The leaderboard database's schema (Alembic migrations): upgrade, current."""
+    """The leaderboard database's schema (Alembic migrations): upgrade, current, revision."""
 
 
 @db_group.command("upgrade")
@@ -246,4 +246,30 @@ def current_command(competition: str, db: str | None, instance: str | None) -> i
     if not now.up_to_date:
         click.echo("run `podium db upgrade` (same options) to bring it up to date", err=True)
         return 1
+    return 0
+
+
+@db_group.command("revision")
+@click.option("-m", "--message", required=True, help="What the new revision changes.")
+@_competition_option
+def revision_command(message: str, competition: str, db: str | None, instance: str | None) -> int:
+    """For podium's developers: write a new migration from the models' changes (Alembic autogenerate).
+
+    The database given must be at the newest revision; review the file before committing it."""
+    from alembic.autogenerate import compare_metadata
+
+    from leaderboard.extensions import db as database
+
+    app = _app(competition, db, instance)
+    with app.app_context(), _locked(database.engine) as conn:
+        now = _state(conn)
+        if not now.up_to_date:
+            raise SchemaOutOfDate(f"The database is {now.describe()}; upgrade it first (podium db upgrade).")
+        if not compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                database.metadata):
+            raise SchemaError("The models and the migrations agree: there is no change to write a revision for.")
+        number = len(_known_revisions()) + 1
+        script = command.revision(_alembic_config(conn), message=message, autogenerate=True,
+                                  rev_id=f"{number:04d}")
+    click.echo(f"wrote {script.path}")
     return 0

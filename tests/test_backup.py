@@ -77,6 +77,7 @@ def test_a_backup_taken_during_an_upload_burst_restores_with_nothing_half_writte
     app = create_app(config)
     with app.app_context():
         tokens = [create_team(f"Team {i}")[1] for i in range(TEAMS)]
+    with app.app_context():
         db.engine.dispose()
     pred = noisy_predictions(digits_solution, 0.8)
     csv = ("id,label\n" + "".join(f"{i},{int(p)}\n" for i, p in zip(digits_solution.ids, pred))).encode()
@@ -192,7 +193,6 @@ def small_backup(tmp_path, digits_competition, digits_solution) -> tuple[Path, P
     csv = ("id,label\n" + "".join(f"{i},{int(p)}\n" for i, p in zip(digits_solution.ids, pred))).encode()
     with app.app_context():
         _, token = create_team("Solo")
-        db.engine.dispose()
     r = app.test_client().post("/api/submissions", headers={"Authorization": f"Bearer {token}"},
                                data={"file": (io.BytesIO(csv), "a.csv")}, content_type="multipart/form-data")
     assert r.status_code == 201
@@ -238,6 +238,7 @@ def test_a_postgresql_backup_is_not_restored_into_sqlite(tmp_path, pg_url, digit
                       "SQLALCHEMY_DATABASE_URI": pg_url})
     with app.app_context():
         create_team("Solo")
+    with app.app_context():
         db.engine.dispose()
     archive = tmp_path / "pg.tar.gz"
     made = podium("backup", "--out", str(archive), "--instance", str(tmp_path / "instance"), "--db", pg_url)
@@ -245,3 +246,28 @@ def test_a_postgresql_backup_is_not_restored_into_sqlite(tmp_path, pg_url, digit
     refused = podium("restore", str(archive), "--instance", str(tmp_path / "restored"))
     assert refused.returncode == 2 and "--db postgresql+psycopg://" in refused.stderr
     assert os.listdir(tmp_path / "restored") == []
+
+
+def test_a_sqlite_backup_restores_into_postgresql_with_the_same_schema(small_backup, tmp_path, pg_url,
+                                                                       digits_competition):
+    """The way from SQLite to PostgreSQL: back up, restore with --db; the schema is the migrations' own."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from leaderboard.dbadmin import head_revision
+
+    archive, instance = small_backup
+    done = podium("restore", str(archive), "--instance", str(tmp_path / "moved"), "--db", pg_url)
+    assert done.returncode == 0, done.stderr
+    app = create_app({"COMPETITION_DIR": str(digits_competition.root), "INSTANCE_PATH": str(tmp_path / "moved"),
+                      "SQLALCHEMY_DATABASE_URI": pg_url})
+    with app.app_context(), db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert context.get_current_revision() == head_revision()
+        assert compare_metadata(context, db.metadata) == []
+    with app.app_context():
+        team = create_team("Second")[0]  # the id sequences moved past the copied rows
+        assert team.id == 2
+    with app.app_context():
+        db.engine.dispose()
+    assert (tmp_path / "moved" / "secret_key").read_text() == (instance / "secret_key").read_text()
