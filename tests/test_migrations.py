@@ -226,6 +226,8 @@ def test_processes_starting_together_on_a_new_postgresql_database_migrate_it_onc
 def test_db_revision_writes_nothing_when_the_models_and_migrations_agree(tmp_path, digits_competition):
     versions = sorted((Path(__file__).resolve().parent.parent / "leaderboard" / "migrations" / "versions").glob("*.py"))
     options = ["--competition", str(digits_competition.root), "--instance", str(tmp_path / "instance")]
+    made = podium("db", "upgrade", *options)  # an empty database: made by the migrations
+    assert made.returncode == 0 and f"empty (no tables yet) -> revision {head_revision()}" in made.stdout, made.stderr
     refused = podium("db", "revision", "-m", "nothing", *options)
     assert refused.returncode == 2 and "no change to write a revision for" in refused.stderr, refused.stderr
     assert sorted(versions[0].parent.glob("*.py")) == versions
