@@ -103,7 +103,8 @@ def _rows_and_counts(conn: sa.Connection) -> tuple[list[tuple[str, str]], dict[s
 def _snapshot_sqlite(url: sa.URL, work: Path) -> Snapshot:
     source = Path(url.database or "")
     if not source.is_file():
-        raise BackupError(f"There is no database at {source}.")
+        raise BackupError(f"There is no SQLite database at {source}; for an instance on PostgreSQL, give its "
+                          "--db postgresql+psycopg://... URL.")
     target = work / "podium.sqlite3"
     src = sqlite3.connect(source, timeout=30)
     dst = sqlite3.connect(target)

@@ -148,9 +148,28 @@ def pg_cluster():
 
 
 @pytest.fixture
-def pg_url(pg_cluster) -> str:
-    """A fresh, empty PostgreSQL database for this test: its ``postgresql+psycopg://`` URL."""
-    return pg_cluster.create_database()
+def pg_url(pg_cluster):
+    """A fresh, empty PostgreSQL database for this test: its ``postgresql+psycopg://`` URL.
+
+    The test's apps live as long as the test: at its end every connection their pools opened is
+    closed (psycopg warns about one garbage-collected while open, which filterwarnings=error turns
+    into an error in whichever later test the collector happens to run)."""
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    opened: list = []
+
+    def seen(dbapi_connection, _record) -> None:
+        opened.append(dbapi_connection)
+
+    event.listen(Pool, "connect", seen)
+    try:
+        yield pg_cluster.create_database()
+    finally:
+        event.remove(Pool, "connect", seen)
+        for connection in opened:
+            if hasattr(connection, "closed") and not connection.closed:
+                connection.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -161,20 +180,8 @@ def each_database(request):
     if request.param == "sqlite":
         yield None
         return
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    engines: set = set()
-
-    def seen(connection) -> None:
-        engines.add(connection.engine)
-
     _active_url = request.getfixturevalue("pg_url")
-    event.listen(Engine, "engine_connect", seen)
     try:
         yield _active_url
     finally:
         _active_url = None
-        event.remove(Engine, "engine_connect", seen)
-        for engine in engines:  # close the pools' connections (psycopg warns about ones left open)
-            engine.dispose()

@@ -70,8 +70,8 @@ def test_a_backup_taken_during_an_upload_burst_restores_with_nothing_half_writte
     db_args: list[str] = []
     config = {"COMPETITION_DIR": str(digits_competition.root), "INSTANCE_PATH": str(instance)}
     if backend == "postgresql":
-        cluster = request.getfixturevalue("pg_cluster")
-        source_url, target_url = cluster.create_database(), cluster.create_database()
+        source_url = request.getfixturevalue("pg_url")
+        target_url = request.getfixturevalue("pg_cluster").create_database()
         db_args = ["--db", source_url]
         config["SQLALCHEMY_DATABASE_URI"] = source_url
     app = create_app(config)
