@@ -6,7 +6,6 @@ import secrets
 import tempfile
 from pathlib import Path
 
-import sqlalchemy as sa
 from flask import Flask
 from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
@@ -50,10 +49,11 @@ def _instance_secret(instance: Path, name: str, nbytes: int = 32) -> str:
 
 
 class DatabaseId(IntegerConverter):
-    """``<int:...>`` in our routes: at most a signed 64-bit integer, the largest id a database
-    column holds, so ``/submissions/99999999999999999999`` is a 404 rather than an overflow (500)."""
+    """``<int:...>`` in our routes: at most a signed 32-bit integer, the largest id PostgreSQL's
+    ``integer`` id columns hold (SQLite's hold 64 bits), so ``/submissions/99999999999999999999``
+    or ``/submissions/2147483648`` is a 404 rather than an overflow (500)."""
 
-    def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = 2**63 - 1,
+    def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = 2**31 - 1,
                  signed: bool = False) -> None:
         super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
 
@@ -113,26 +113,12 @@ def create_app(config: dict | None = None) -> Flask:
         if db.engine.dialect.name == "sqlite":
             _sqlite_hooks(db.engine)
         from leaderboard import models  # noqa: F401  (registers the tables)
+        from leaderboard.dbadmin import init_schema
 
-        _create_schema()
+        init_schema(app)  # Alembic owns the schema: a new database is migrated, an out-of-date one refused
 
     _register_blueprints(app)
     return app
-
-
-def _create_schema() -> None:
-    """Create the tables and the settings rows once, even when several server processes (gunicorn
-    workers) start on a new database together: on SQLite the check-and-create runs in one
-    ``BEGIN IMMEDIATE`` transaction, so the processes take turns."""
-    from leaderboard.models import Setting
-    from leaderboard.ranking import BOARD_VERSION, REVEALED
-
-    with db.engine.connect().execution_options(podium_immediate=True) as conn, conn.begin():
-        db.metadata.create_all(conn)
-        present = set(conn.scalars(sa.select(Setting.key)))
-        missing = [{"key": k, "value": "0"} for k in (BOARD_VERSION, REVEALED) if k not in present]
-        if missing:
-            conn.execute(sa.insert(Setting), missing)
 
 
 def _register_blueprints(app: Flask) -> None:

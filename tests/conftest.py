@@ -41,3 +41,7 @@ def noisy_predictions(solution: Solution, accuracy: float, seed: int = 0) -> np.
     truth = np.where(solution.labels < 0, 0, solution.labels)
     wrong = rng.random(len(truth)) > accuracy
     return np.where(wrong, (truth + rng.integers(1, 10, len(truth))) % 10, truth)
+
+
+# --- PostgreSQL: a throwaway cluster per session, a database per test (tests/pg.py) ---------------
+from tests.pg import each_database, pg_cluster, pg_url  # noqa: E402,F401  (fixtures)

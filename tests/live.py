@@ -12,6 +12,7 @@ from waitress import create_server
 
 from leaderboard import create_app
 from leaderboard.extensions import db
+from tests.pg import database_config
 
 
 def make_test_app(root: Path, competition_root: Path | str, **overrides) -> Flask:
@@ -28,6 +29,7 @@ def make_test_app(root: Path, competition_root: Path | str, **overrides) -> Flas
         "SECRET_KEY": "test-secret",
         "WORKER_TOKEN": "worker-token",
         "ADMIN_TOKEN": "admin-token",
+        **database_config(),  # the test's PostgreSQL database under the each_database fixture
     }
     config.update(overrides)
     return create_app({key: value for key, value in config.items() if value is not None})

@@ -18,11 +18,14 @@ from leaderboard.extensions import db
 from leaderboard.models import Submission
 from leaderboard.ranking import compute_board
 from tests.reference_impls import naive_board
+from tests.pg import database_config
 
 START = dt.datetime(2029, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
 DEADLINE = "2029-12-31T23:59:00Z"
 ADMIN = "organizer-secret-token"
 WORKER = "worker-secret-token"
+
+pytestmark = pytest.mark.usefixtures("each_database")  # every test on SQLite and on PostgreSQL
 
 
 class Clock:
@@ -61,6 +64,7 @@ def make_app(tmp_path, competition, clock, **extra):
         "WORKER_TOKEN": WORKER,
         "NOW": clock,
         "TESTING": True,
+        **database_config(),  # the test's PostgreSQL database under the each_database fixture
     }
     config.update(extra)
     return create_app(config)
@@ -383,7 +387,9 @@ def test_an_id_too_large_for_the_database_is_a_404_not_a_500(app):
     assert client.get(f"/api/submissions/{huge}", headers=admin).get_json() == {"errors": ["There is nothing here."]}
     worker = {"Authorization": f"Bearer {WORKER}", "X-Podium-Lease": "x"}
     assert client.post(f"/api/jobs/{huge}/heartbeat", headers=worker).status_code == 404
-    assert client.get(f"/submissions/{2**63 - 1}").status_code == 404  # the largest id still routes
+    assert client.get(f"/submissions/{2**63 - 1}").status_code == 404
+    assert client.get(f"/submissions/{2**31}").status_code == 404  # beyond PostgreSQL's integer ids
+    assert client.get(f"/submissions/{2**31 - 1}").status_code == 404  # the largest id still routes
 
 
 def test_api_submissions_name_their_team(app, digits_solution):

@@ -15,6 +15,7 @@ from leaderboard.services import create_team
 from leaderboard.extensions import db
 from leaderboard.models import Submission, Team
 from tests.live import LiveServer
+from tests.pg import database_config
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +27,11 @@ def instance(tmp_path, digits_competition):
     return competition, tmp_path / "instance"
 
 
+@pytest.mark.usefixtures("each_database")  # on PostgreSQL the limit holds by a row lock on the team
 def test_daily_limit_holds_under_20_concurrent_uploads(instance, digits_solution):
     competition, instance_dir = instance
-    app = create_app({"COMPETITION_DIR": str(competition), "INSTANCE_PATH": str(instance_dir), "WORKER_TOKEN": "w"})
+    app = create_app({"COMPETITION_DIR": str(competition), "INSTANCE_PATH": str(instance_dir), "WORKER_TOKEN": "w",
+                      **database_config()})
     with app.app_context():
         team, token = create_team("Racers")
         team_id = team.id

@@ -176,6 +176,7 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+@pytest.mark.usefixtures("each_database")
 def test_a_worker_killed_mid_job_leaves_the_job_requeued_and_scored_once(live, ridge_checkpoint, ridge_csv):
     token = make_team(live, "Crash Test")
     sub_id = upload(live, token, ridge_checkpoint)["id"]
@@ -291,6 +292,7 @@ def test_a_worker_that_cannot_run_models_gives_the_job_back_and_stops(live, ridg
     assert submission.status == "queued" and submission.counts_toward_limit
 
 
+@pytest.mark.usefixtures("each_database")  # PostgreSQL: the claim under real concurrency
 def test_many_protocol_clients_on_one_queue_score_every_job_exactly_once(live, digits_solution):
     """Six threads speak the worker protocol over real HTTP at once: every job is claimed by one of
     them, every result accepted once, duplicates refused, and SQLite never reports a lock error."""

@@ -30,6 +30,8 @@ from tests.live import make_test_app
 WORKER_TOKEN = "worker-secret-token"
 AUTH = {"Authorization": f"Bearer {WORKER_TOKEN}"}
 
+pytestmark = pytest.mark.usefixtures("each_database")  # every test on SQLite and on PostgreSQL
+
 
 @dataclass
 class Clock:
