@@ -102,7 +102,7 @@ def prepare_image(data: bytes, size: int):
                 img.draft(img.mode, (math.ceil(width * size / short), math.ceil(height * size / short)))
             img.seek(0)  # the first frame of an animation
             img.load()
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)
             return resize_center_crop(to_rgb(img), size)
         except ValueError:
             raise
