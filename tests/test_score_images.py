@@ -123,3 +123,31 @@ def test_a_worker_copy_of_a_hidden_test_set_reads_public(tmp_path):
     worker_comp = load_competition(copy)
     assert worker_comp.test_path == copy / "public" / "test.npz"
     assert np.array_equal(load_test(worker_comp)[0], load_test(comp)[0])
+
+
+def test_a_worker_copy_of_a_hidden_image_folder_scores_the_same(images_comp, tmp_path):
+    """The archive a scoring server would send a worker: settings and test images, never the answers."""
+    import zipfile
+
+    from harness.checkpoint import predict_checkpoint
+    from harness.workerdata import extract_worker_data, write_worker_data_zip
+
+    _, hidden = images_comp
+    archive = write_worker_data_zip(hidden, tmp_path / "data.zip")
+    names = zipfile.ZipFile(archive).namelist()
+    assert "competition.toml" in names and "public/test.csv" in names and len(names) == 2 + len(load_solution(hidden))
+    assert not any("solution" in n or "train" in n for n in names)
+    copy = extract_worker_data(archive, tmp_path / "worker" / "v1")
+    assert copy.test_path == copy.root / "public" / "test" and copy.hidden_test
+    model_path = tmp_path / "model.safetensors"
+    colour_model_checkpoint(model_path, hidden)
+    assert np.array_equal(predict_checkpoint(model_path, copy, device="cpu"), predict_checkpoint(model_path, hidden, device="cpu"))
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("competition.toml", "")
+        zf.writestr("../escape.txt", "x")
+    from harness.errors import CompetitionError
+
+    with pytest.raises(CompetitionError, match="unexpected"):
+        extract_worker_data(evil, tmp_path / "worker" / "v2")
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "worker" / "v2").exists()
