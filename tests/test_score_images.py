@@ -151,3 +151,38 @@ def test_a_worker_copy_of_a_hidden_image_folder_scores_the_same(images_comp, tmp
     with pytest.raises(CompetitionError, match="unexpected"):
         extract_worker_data(evil, tmp_path / "worker" / "v2")
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "worker" / "v2").exists()
+
+
+def test_the_baseline_trains_on_an_images_competition(images_comp, tmp_path):
+    """`podium baseline` reads the image folders; its CSV and checkpoint are scored on them."""
+    comp, _ = images_comp
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [*PODIUM, "baseline", "--competition", str(comp.root), "--preset", "demo", "--epochs", "1", "--batch-size", "8",
+         "--threads", "1", "--quiet", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    import json
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["train_images"] + report["data"]["val_images"] == 18 and report["data"]["test_images"] == 15
+    for name in ("predictions.csv", "model.safetensors"):
+        scored = subprocess.run([*PODIUM, "score", str(out / name), "--competition", str(comp.root), "--json", "--device", "cpu"],
+                                capture_output=True, text=True, timeout=300)
+        assert scored.returncode == 0, scored.stderr[-3000:]
+        assert 0 <= json.loads(scored.stdout)["all"]["accuracy"] <= 1
+
+
+def test_evaluate_ranks_a_folder_on_an_images_competition(images_comp, tmp_path):
+    from harness.evaluate import evaluate_folder
+
+    comp, _ = images_comp
+    solution = load_solution(comp)
+    names = np.asarray(CLASSES)
+    (tmp_path / "subs" / "good").mkdir(parents=True)
+    (tmp_path / "subs" / "bad").mkdir()
+    write_submission(tmp_path / "subs" / "good" / "a.csv", solution.ids, names[solution.labels])
+    write_submission(tmp_path / "subs" / "bad" / "a.csv", solution.ids, names[(solution.labels + 1) % 3])
+    result = evaluate_folder(tmp_path / "subs", comp)
+    assert [s.team for s in result.standings] == ["good", "bad"] and not result.refused
