@@ -191,6 +191,10 @@ def test_hidden_test_keeps_the_test_images_out_of_public(tmp_path):
     ids, paths = held_out_image_files(comp)
     assert tuple(ids) == load_solution(comp).ids and all(p.is_relative_to(comp.root / "private") for p in paths)
     assert (comp.root / "private").stat().st_mode & 0o077 == 0
+    from harness.pages import public_files
+
+    listed = [f.path for f in public_files(comp)]  # the Data page: training images and train.csv only
+    assert len(listed) == 13 and "train.csv" in listed and not any(p.startswith("test") for p in listed)
 
 
 def test_batches_are_streamed_in_order(tmp_path):
@@ -320,3 +324,19 @@ def test_the_cli_exits_2_with_the_message_and_writes_nothing(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "skipped (unreadable)" in done.stderr and "bee/1.png" in done.stderr
     assert load_competition(root / "mine").hidden_test
+
+
+def test_the_readme_loading_snippet_runs(tmp_path, monkeypatch):
+    """The README's plain-torchvision snippet, run as written in a built competition."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("Teams load it with plain torchvision"):]
+    snippet = section[section.index("```python\n") + 10 : section.index("```\n", section.index("```python\n") + 10)]
+    tree = make_tree(tmp_path / "src")
+    comp, _ = build(tree, tmp_path / "out", image_size=24)
+    monkeypatch.chdir(comp.root)
+    namespace: dict = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    assert namespace["train"].classes == list(CLASSES) and len(namespace["train"]) == 12
+    images, labels = next(iter(namespace["loader"]))
+    assert images.shape[1:] == (3, 24, 24)
+    assert [i for i, _ in namespace["test"]] == list(load_solution(comp).ids)
