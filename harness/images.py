@@ -281,10 +281,11 @@ def _pool(workers: int):
     return multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(workers)
 
 
-def _run(pool, function, tasks: list, desc: str) -> list:
+def _run(pool, workers: int, function, tasks: list, desc: str) -> list:
+    """``function`` over ``tasks`` in order, a chunk per worker round trip, with a progress bar."""
     from tqdm import tqdm
 
-    chunk = max(1, min(64, len(tasks) // (8 * max(1, pool._processes))))  # noqa: SLF001
+    chunk = max(1, min(64, len(tasks) // (8 * workers)))
     results = pool.imap(function, tasks, chunksize=chunk)
     return list(tqdm(results, total=len(tasks), desc=desc, unit="img", disable=None))
 
@@ -348,7 +349,7 @@ def build_images_competition(
     try:
         with _pool(workers) as pool:
             if image_size is None:
-                probes = _run(pool, probe, [str(i.source) for i in everything], "reading image sizes")
+                probes = _run(pool, workers, probe, [str(i.source) for i in everything], "reading image sizes")
                 for item, (_, error) in zip(everything, probes):
                     item.error = error
                 sides = [side for side, error in probes if error is None]
@@ -358,7 +359,7 @@ def build_images_competition(
             for folder in {str(Path(i.out).parent) for i in todo}:
                 (staging / folder).mkdir(parents=True, exist_ok=True)
             tasks = [(str(i.source), str(staging / i.out), image_size, image_format) for i in todo]
-            for item, (digest, error) in zip(todo, _run(pool, process, tasks, f"preparing images ({image_size}px)")):
+            for item, (digest, error) in zip(todo, _run(pool, workers, process, tasks, f"preparing images ({image_size}px)")):
                 item.digest, item.error = digest, error
         report.image_size = image_size
         bad = [i for i in everything if i.error is not None]
@@ -408,7 +409,8 @@ def build_images_competition(
         facts = {"train_images": len(train), "test_images": len(test), "image_size": image_size, "hidden_test": hidden_test}
         write_description(staging, "images", title, classes, facts)
         os.chmod(staging, 0o755)  # mkdtemp made it 0700
-        (staging / "private").chmod(0o700)
+        (staging / "private").chmod(0o700)  # the answers (and a hidden test set): the organizer's only
+        (staging / "private" / "solution.csv").chmod(0o600)
         os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
