@@ -14,7 +14,7 @@ from harness.competition import PRIVATE, PUBLIC, load_competition, load_solution
 from harness.errors import DatasetError
 from harness.images import build_images_competition
 from harness.imagefolder import iter_image_batches, held_out_image_files, train_image_files
-from tests.conftest import PODIUM
+from conftest import PODIUM
 
 CLASSES = ("ant", "bee", "cow")
 COLOURS = {"ant": (220, 30, 30), "bee": (30, 200, 40), "cow": (30, 40, 210)}

@@ -11,8 +11,8 @@ from harness.competition import load_solution, load_test, load_train
 from harness.errors import SubmissionError
 from harness.scoring import score_file
 from harness.submission import parse_csv_submission
-from tests.conftest import PODIUM, write_submission
-from tests.test_init_images import CLASSES, build, make_tree
+from conftest import PODIUM, write_submission
+from test_init_images import CLASSES, build, make_tree
 
 torch = pytest.importorskip("torch")
 
