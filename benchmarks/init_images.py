@@ -140,7 +140,15 @@ def tree_pss_bytes(pid: int) -> int:
 
 
 def run_measured(args: list[str], env: dict | None = None) -> tuple[float, int, subprocess.CompletedProcess]:
-    """(wall seconds, peak PSS of the process tree in bytes, the finished process)."""
+    """(wall seconds, peak PSS of the process tree in bytes, the finished process).
+
+    Also sets ``LAST_CPU_S``: the CPU seconds (user + system) the process tree used, which on a
+    machine shared with other work says what the run would take alone: CPU seconds / cores.
+    """
+    global LAST_CPU_S
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     peak = 0
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -158,7 +166,13 @@ def run_measured(args: list[str], env: dict | None = None) -> tuple[float, int, 
     seconds = time.perf_counter() - t0
     done.set()
     sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU_S = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return seconds, peak, subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+
+
+LAST_CPU_S = 0.0
+LAST_CPU_S_INIT = 0.0
 
 
 # ------------------------------------------------------------------ the naive way
@@ -223,6 +237,11 @@ def main() -> None:
     total = args.train + args.test
     print(f"podium init images: {seconds:6.1f} s  peak {peak / 2**30:.2f} GiB (PSS, whole process tree)  "
           f"{total / seconds:,.0f} images/s   [{done.stdout.strip().splitlines()[0]}]")
+    cores = os.cpu_count() or 1
+    global LAST_CPU_S_INIT
+    LAST_CPU_S_INIT = LAST_CPU_S
+    print(f"  CPU time {LAST_CPU_S:.0f} s (user + system, all processes): {LAST_CPU_S / cores:.0f} s of wall time on "
+          f"{cores} otherwise idle cores")
     load = os.getloadavg()
     print(f"  load average after: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
 
@@ -241,7 +260,8 @@ def main() -> None:
     inner, rss = (float(v) for v in done.stdout.split())
     scale = total / n
     print(f"naive (PIL list -> array): {wall:6.1f} s  peak {peak_naive / 2**30:.2f} GiB on {n:,} images  "
-          f"{n / wall:,.0f} images/s")
+          f"{n / wall:,.0f} images/s, CPU time {LAST_CPU_S:.1f} s ({LAST_CPU_S / n * 1000:.2f} ms per image; "
+          f"podium {LAST_CPU_S_INIT / total * 1000:.2f} ms per image over all its processes)")
     print(f"  scaled to {total:,} images: ~{wall * scale:.0f} s and ~{(peak_naive - 60 * 2**20) * scale / 2**30 + 0.06:.1f} GiB")
     print(f"  ratio: podium {wall * scale / seconds:.2f}x faster (per image), memory {peak / 2**30:.2f} GiB flat vs growing "
           f"{(peak_naive / n) / 2**10:.0f} KiB per image")

@@ -195,15 +195,16 @@ def scan_train(train_dir: Path) -> tuple[tuple[str, ...], list[Item], list[str]]
     return classes, items, problems
 
 
-def read_labels(labels_file: Path, classes: tuple[str, ...]) -> tuple[dict[str, int], list[str]]:
+def read_labels(labels_file: Path, classes: tuple[str, ...]) -> tuple[dict[str, int], set[str], list[str]]:
+    """(file -> class index for the valid lines, every file named, problems)."""
     problems: list[str] = []
     try:
         text = labels_file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        return {}, [f"{labels_file}: not a UTF-8 text file; save the labels as a UTF-8 CSV file,label."]
+        return {}, set(), [f"{labels_file}: not a UTF-8 text file; save the labels as a UTF-8 CSV file,label."]
     rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
     if not rows or [c.strip().lower() for c in rows[0]] != ["file", "label"]:
-        return {}, [f"{labels_file}: the first line must be the header file,label (then one test image per line)."]
+        return {}, set(), [f"{labels_file}: the first line must be the header file,label (then one test image per line)."]
     index = {name: i for i, name in enumerate(classes)}
     labels: dict[str, int] = {}
     first_line: dict[str, int] = {}
@@ -226,17 +227,17 @@ def read_labels(labels_file: Path, classes: tuple[str, ...]) -> tuple[dict[str, 
             )
             continue
         labels[file] = index[label]
-    return labels, problems
+    return labels, set(first_line), problems
 
 
 def scan_test(test_dir: Path, labels_file: Path, classes: tuple[str, ...]) -> tuple[list[Item], list[str]]:
-    labels, problems = read_labels(labels_file, classes)
+    labels, named, problems = read_labels(labels_file, classes)
     files = _visible_files(test_dir)
     names = {f.relative_to(test_dir).as_posix(): f for f in files}
     if not files:
         problems.append(f"{test_dir}: the test folder holds no images.")
-    unlabelled = [n for n in names if n not in labels]
-    unmatched = [n for n in labels if n not in names]
+    unlabelled = [n for n in names if n not in named]
+    unmatched = [n for n in sorted(named) if n not in names]
     if unlabelled:
         problems.append(
             f"{len(unlabelled)} test image(s) have no label in {labels_file}: {', '.join(unlabelled[:10])}"

@@ -264,7 +264,8 @@ def test_a_label_that_is_not_a_class_is_refused(tmp_path):
     rows = read_rows(tree["labels"])
     rows[0][1] = "wasp"
     write_labels(tree["labels"], rows)
-    refused(tree, tmp_path / "out", "'wasp'", "not a class", "ant, bee, cow", "line 2")
+    text = refused(tree, tmp_path / "out", "'wasp'", "not a class", "ant, bee, cow", "line 2")
+    assert "have no label" not in text  # one message for one mistake
 
 
 def test_an_empty_class_folder_is_refused(tmp_path):
