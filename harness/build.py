@@ -77,12 +77,23 @@ def _toml_value(value) -> str:
     return repr(value)
 
 
-def competition_toml(name: str, dataset: str, data: Dataset, public_fraction: float) -> str:
+def toml_text(
+    name: str,
+    title: str,
+    dataset: str,
+    classes: tuple[str, ...] | list[str],
+    public_fraction: float,
+    eval_size: int,
+    data_format: str = "npz",
+    hidden_test: bool = False,
+) -> str:
     lines = [
         f"name = {_toml_value(name)}",
-        f"title = {_toml_value(data.title)}",
+        f"title = {_toml_value(title)}",
         f"dataset = {_toml_value(dataset)}",
-        f"classes = {_toml_value(list(data.classes))}",
+        f"classes = {_toml_value(list(classes))}",
+        f"data_format = {_toml_value(data_format)}      # npz or image-folders",
+        f"hidden_test = {_toml_value(hidden_test)}       # true: the test images are in private/, checkpoints only",
         'primary_metric = "accuracy"        # or ' + ", ".join(m for m in METRIC_NAMES if m != "accuracy"),
         f"public_fraction = {public_fraction!r}",
         "daily_limit = 5",
@@ -91,7 +102,7 @@ def competition_toml(name: str, dataset: str, data: Dataset, public_fraction: fl
         "# allowed_archs = [\"torchvision/resnet50\", \"timm/*\"]   # default: every classification model",
         "",
         "[eval_transform]                   # what checkpoint scoring feeds a model by default",
-        f"size = {data.image_size}",
+        f"size = {eval_size}",
         "mean = [0.485, 0.456, 0.406]",
         "std = [0.229, 0.224, 0.225]",
         "",
@@ -105,6 +116,29 @@ def competition_toml(name: str, dataset: str, data: Dataset, public_fraction: fl
     return "\n".join(lines)
 
 
+def competition_toml(name: str, dataset: str, data: Dataset, public_fraction: float, hidden_test: bool = False) -> str:
+    return toml_text(name, data.title, dataset, data.classes, public_fraction, data.image_size, "npz", hidden_test)
+
+
+def check_build_options(name: str, public_fraction: float, decoys: int = 0) -> None:
+    """The checks that need no data: run before anything is loaded or written."""
+    if not 0.0 < public_fraction < 1.0:
+        raise CompetitionError(f"--public-fraction must be between 0 and 1 (exclusive), got {public_fraction}.")
+    if decoys < 0:
+        raise CompetitionError(f"--decoys must be 0 or more, got {decoys}.")
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise CompetitionError(f"--name {name!r}: use letters, digits, '-' and '_' only.")
+
+
+def write_description(directory: Path, dataset: str, title: str, classes, facts=None) -> None:
+    """``description.md`` (the Overview page), unless the organizer already has one there."""
+    from harness.description import description_markdown
+
+    path = Path(directory) / "description.md"
+    if not path.exists():
+        path.write_text(description_markdown(dataset, title, tuple(classes), facts), encoding="utf-8")
+
+
 def build_competition(
     dataset: str,
     root: str | Path,
@@ -113,15 +147,16 @@ def build_competition(
     decoys: int = 0,
     seed: int = 0,
     data_dir: Path | None = None,
+    hidden_test: bool = False,
 ) -> Competition:
-    """Write ``<root>/<name>/`` and return its ``Competition``."""
-    if not 0.0 < public_fraction < 1.0:
-        raise CompetitionError(f"--public-fraction must be between 0 and 1 (exclusive), got {public_fraction}.")
-    if decoys < 0:
-        raise CompetitionError(f"--decoys must be 0 or more, got {decoys}.")
+    """Write ``<root>/<name>/`` and return its ``Competition``.
+
+    With ``hidden_test`` the test images go to ``private/test.npz`` (and no sample submission is
+    written: CSVs are refused); without it to ``public/test.npz``. Rebuilding in place removes the
+    other place's copy, so a competition made hidden never keeps a public test set behind.
+    """
     name = name or dataset
-    if not name.replace("-", "").replace("_", "").isalnum():
-        raise CompetitionError(f"--name {name!r}: use letters, digits, '-' and '_' only.")
+    check_build_options(name, public_fraction, decoys)
     data = load_dataset(dataset, data_dir)  # after every cheap check: cifar10 may download 163 MB
     directory = Path(root) / name
     (directory / "public").mkdir(parents=True, exist_ok=True)
@@ -140,12 +175,23 @@ def build_competition(
     ids = opaque_ids(len(images), rng)
 
     write_npz(directory / "public" / "train.npz", images=data.train_images, labels=data.train_labels)
-    write_npz(directory / "public" / "test.npz", images=images, ids=ids)
-    write_predictions_csv(directory / "public" / "sample_submission.csv", ids, np.zeros(len(ids), dtype=np.int64), data.classes)
+    test_place, other_place = ("private", "public") if hidden_test else ("public", "private")
+    (directory / other_place / "test.npz").unlink(missing_ok=True)
+    write_npz(directory / test_place / "test.npz", images=images, ids=ids)
+    sample = directory / "public" / "sample_submission.csv"
+    if hidden_test:
+        sample.unlink(missing_ok=True)
+    else:
+        write_predictions_csv(sample, ids, np.zeros(len(ids), dtype=np.int64), data.classes)
     class_names = np.asarray(data.classes + ("",), dtype=object)
     solution = ["id,label,Usage"] + [
         f"{i},{class_names[lab]},{USAGES[use]}" for i, lab, use in zip(ids, labels, usage)
     ]
     (directory / "private" / "solution.csv").write_text("\n".join(solution) + "\n", encoding="utf-8")
-    (directory / "competition.toml").write_text(competition_toml(name, dataset, data, public_fraction), encoding="utf-8")
+    (directory / "competition.toml").write_text(
+        competition_toml(name, dataset, data, public_fraction, hidden_test), encoding="utf-8"
+    )
+    facts = {"train_images": len(data.train_images), "test_images": len(images),
+             "image_size": data.train_images.shape[1], "hidden_test": hidden_test}
+    write_description(directory, dataset, data.title, data.classes, facts)
     return load_competition(directory)

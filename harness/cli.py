@@ -20,20 +20,62 @@ competition_option = click.option(
 @click.command("init")
 @click.argument("dataset")
 @click.option("--root", required=True, type=click.Path(path_type=Path), help="Folder to create the competition in.")
-@click.option("--name", default=None, help="Competition name (default: the dataset's).")
+@click.option("--name", default=None, help="Competition name (default: the dataset's; required for images).")
+@click.option("--title", default=None, help="The competition's title (images; default: NAME image classification).")
 @click.option("--public-fraction", default=0.3, show_default=True, type=float, help="Share of test rows on the public board.")
-@click.option("--decoys", default=0, show_default=True, type=click.IntRange(min=0), help="Unscored decoy test images to add.")
+@click.option("--decoys", default=0, show_default=True, type=click.IntRange(min=0), help="Unscored decoy test images to add (cifar10, digits).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Secret seed for the split, shuffle and ids.")
+@click.option("--hidden-test", is_flag=True, help="Keep the test images out of public/: checkpoints only, CSVs refused.")
 @click.option("--data-dir", default=None, type=click.Path(path_type=Path), help="Where datasets are downloaded (default $PODIUM_DATA or ~/.cache/podium/data).")
-def init_command(dataset, root, name, public_fraction, decoys, seed, data_dir):
-    """Build a competition directory from DATASET (cifar10 or digits)."""
-    from harness.build import build_competition
+@click.option("--train", "train_dir", default=None, type=click.Path(path_type=Path), help="images: training folder DIR/<class>/<file>.")
+@click.option("--test", "test_dir", default=None, type=click.Path(path_type=Path), help="images: folder of test images.")
+@click.option("--labels", "labels_file", default=None, type=click.Path(path_type=Path), help="images: CSV file,label with each test image's class.")
+@click.option("--image-size", default=None, type=int, help="images: side N of the stored images (default: median shorter side, at most 224).")
+@click.option("--image-format", default="jpeg", show_default=True, type=click.Choice(["jpeg", "png"]), help="images: how the prepared images are stored.")
+@click.option("--skip-bad", is_flag=True, help="images: leave out unreadable images (listed) instead of stopping.")
+@click.option("--allow-duplicates", is_flag=True, help="images: keep going when a test image is byte-identical to a training image.")
+@click.option("--workers", default=None, type=click.IntRange(min=1), help="images: processes preparing images (default: one per CPU).")
+def init_command(dataset, root, name, title, public_fraction, decoys, seed, hidden_test, data_dir, train_dir, test_dir,
+                 labels_file, image_size, image_format, skip_bad, allow_duplicates, workers):
+    """Build a competition directory from DATASET: cifar10, digits, or images (your own folders)."""
+    from harness.errors import DatasetError
 
-    comp = build_competition(dataset, root, name, public_fraction, decoys, seed, data_dir)
+    if dataset == "images":
+        missing = [opt for opt, value in (("--train", train_dir), ("--test", test_dir), ("--labels", labels_file), ("--name", name)) if value is None]
+        if missing:
+            raise DatasetError(f"podium init images needs {', '.join(missing)}: see `podium init --help`.")
+        if decoys:
+            raise DatasetError("--decoys is for cifar10 and digits; an images competition takes none.")
+        from harness.images import build_images_competition
+
+        comp, report = build_images_competition(
+            train_dir, test_dir, labels_file, root, name, title=title, image_size=image_size,
+            public_fraction=public_fraction, seed=seed, hidden_test=hidden_test, skip_bad=skip_bad,
+            allow_duplicates=allow_duplicates, image_format=image_format, workers=workers,
+        )
+        for line in report.skipped:
+            click.echo(f"skipped (unreadable): {line}", err=True)
+        for line in report.duplicates:
+            click.echo(f"kept (--allow-duplicates): {line}", err=True)
+        click.echo(f"{report.train_images} training and {report.test_images} test images, {report.image_size}x{report.image_size} px")
+    else:
+        used = [opt for opt, value in (("--train", train_dir), ("--test", test_dir), ("--labels", labels_file),
+                                        ("--image-size", image_size), ("--title", title), ("--workers", workers))
+                if value is not None] + [opt for opt, flag in (("--skip-bad", skip_bad), ("--allow-duplicates", allow_duplicates)) if flag]
+        if used:
+            raise DatasetError(f"{', '.join(used)} only apply to `podium init images`, not to {dataset}.")
+        from harness.build import build_competition
+
+        comp = build_competition(dataset, root, name, public_fraction, decoys, seed, data_dir, hidden_test=hidden_test)
     click.echo(f"competition {comp.name!r} written to {comp.root}")
-    click.echo(f"  teams get:      {comp.root / 'public'}  (train.npz, test.npz, sample_submission.csv)")
-    click.echo(f"  keep private:   {comp.root / 'private'}  (solution.csv)")
+    public = "train/, train.csv" if comp.folders else "train.npz"
+    if not comp.hidden_test:
+        public += ", test/, test.csv, sample_submission.csv" if comp.folders else ", test.npz, sample_submission.csv"
+    private = "solution.csv" + (", the hidden test images" if comp.hidden_test else "")
+    click.echo(f"  teams get:      {comp.root / 'public'}  ({public})")
+    click.echo(f"  keep private:   {comp.root / 'private'}  ({private})")
     click.echo(f"  settings:       {comp.root / 'competition.toml'}")
+    click.echo(f"  overview page:  {comp.description_path}  (edit it: Markdown)")
 
 
 @click.command("score")

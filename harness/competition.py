@@ -1,12 +1,23 @@
 """The competition directory and the one frozen ``Competition`` object read from it.
 
-Layout (written by ``podium init``)::
+Layout (written by ``podium init``), ``data_format = "npz"`` (cifar10, digits)::
 
     <dir>/competition.toml
+    <dir>/description.md                the Overview page (the organizer's Markdown)
     <dir>/public/train.npz              images uint8 [N,H,W,3], labels int64 [N]
     <dir>/public/test.npz               images uint8 [M,H,W,3], ids str [M]
     <dir>/public/sample_submission.csv
     <dir>/private/solution.csv          id,label,Usage (never served)
+
+``data_format = "image-folders"`` (``podium init images``; see ``harness/imagefolder.py``)::
+
+    <dir>/public/train/<class>/<file>   N x N RGB images, torchvision's ImageFolder layout
+    <dir>/public/train.csv              file,label: every training image, in ImageFolder order
+    <dir>/public/test/<id>.<ext>        N x N RGB test images named by opaque id
+    <dir>/public/test.csv               id,file: the test images in solution row order
+
+With ``hidden_test = true`` the test images (``test.npz``, or ``test/`` and ``test.csv``) live in
+``private/`` instead of ``public/``: teams never get them, only the organizer's scoring does.
 """
 from __future__ import annotations
 
@@ -24,6 +35,7 @@ import numpy as np
 from harness.errors import CompetitionError
 from harness.metrics import METRICS
 
+DATA_FORMATS = ("npz", "image-folders")
 USAGES = ("Public", "Private", "Ignored")
 PUBLIC, PRIVATE, IGNORED = 0, 1, 2
 
@@ -104,18 +116,54 @@ class Competition:
     @property
     def medal_fractions(self) -> dict[str, float]:
         return dict(self.medals)
+    # "npz" (one archive per split) or "image-folders" (image files plus a CSV manifest).
+    data_format: str = "npz"
+    # The test images are in private/, never given to teams: checkpoints only, CSVs refused.
+    hidden_test: bool = False
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     @property
+    def folders(self) -> bool:
+        return self.data_format == "image-folders"
+
+    @property
     def train_path(self) -> Path:
-        return self.root / "public" / "train.npz"
+        """``public/train.npz``, or the ImageFolder root ``public/train`` for image folders."""
+        return self.root / "public" / ("train" if self.folders else "train.npz")
+
+    @property
+    def train_manifest_path(self) -> Path:
+        return self.root / "public" / "train.csv"
+
+    @property
+    def test_dir(self) -> Path:
+        """The folder holding the test data: ``private/`` for a hidden test set, else ``public/``.
+
+        A scoring worker's copy of a hidden test set has no private/ (the server sends it the test
+        data as public/), so ``public/`` is used when ``private/`` holds none.
+        """
+        if self.hidden_test:
+            private = self.root / "private"
+            marker = "test.csv" if self.folders else "test.npz"
+            if (private / marker).exists() or not (self.root / "public" / marker).exists():
+                return private
+        return self.root / "public"
 
     @property
     def test_path(self) -> Path:
-        return self.root / "public" / "test.npz"
+        """``test.npz``, or the folder of test images for image folders."""
+        return self.test_dir / ("test" if self.folders else "test.npz")
+
+    @property
+    def test_manifest_path(self) -> Path:
+        return self.test_dir / "test.csv"
+
+    @property
+    def description_path(self) -> Path:
+        return self.root / "description.md"
 
     @property
     def sample_submission_path(self) -> Path:
@@ -136,6 +184,8 @@ class Solution:
     ids: tuple[str, ...]
     labels: np.ndarray  # int64 [M], -1 for Ignored rows
     usage: np.ndarray  # int8 [M]: PUBLIC, PRIVATE or IGNORED
+    # A hidden test set: prediction CSVs are refused (the teams never saw the images).
+    hidden_test: bool = False
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -297,6 +347,12 @@ def load_competition(directory: str | Path) -> Competition:
         raise CompetitionError(
             f"{toml_path}: allowed_archs must be a list of strings such as \"torchvision/resnet50\", got {allowed_archs!r}."
         )
+    data_format = data.get("data_format", "npz")
+    if data_format not in DATA_FORMATS:
+        raise CompetitionError(f"{toml_path}: data_format {data_format!r} is not one of {', '.join(DATA_FORMATS)}.")
+    hidden_test = data.get("hidden_test", False)
+    if not isinstance(hidden_test, bool):
+        raise CompetitionError(f"{toml_path}: hidden_test must be true or false, got {hidden_test!r}.")
     return Competition(
         root=root,
         name=name,
@@ -313,6 +369,8 @@ def load_competition(directory: str | Path) -> Competition:
         allowed_archs=tuple(allowed_archs),
         public_board=_public_board(data, toml_path),
         medals=_medals(data, toml_path),
+        data_format=data_format,
+        hidden_test=hidden_test,
     )
 
 
@@ -341,7 +399,7 @@ def load_solution(competition: Competition) -> Solution:
         except (ValueError, KeyError):
             raise CompetitionError(f"{path}: line {row_no + 2} is not a valid solution row: {row!r}.") from None
         ids.append(id_)
-    return Solution(ids=tuple(ids), labels=labels, usage=usage)
+    return Solution(ids=tuple(ids), labels=labels, usage=usage, hidden_test=competition.hidden_test)
 
 
 def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -356,12 +414,23 @@ def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 
 def load_train(competition: Competition) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 [N,H,W,3], labels int64 [N])."""
+    """(images uint8 [N,H,W,3], labels int64 [N]): the whole training set in memory."""
+    if competition.folders:
+        from harness.imagefolder import load_train_folder
+
+        return load_train_folder(competition)
     arrays = load_npz(competition.train_path, ("images", "labels"))
     return arrays["images"], arrays["labels"]
 
 
 def load_test(competition: Competition) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 [M,H,W,3], ids str [M]) in solution row order."""
+    """(images uint8 [M,H,W,3], ids str [M]) in solution row order: the whole test set in memory.
+
+    Checkpoint scoring streams instead (``harness.imagefolder.iter_test_batches``).
+    """
+    if competition.folders:
+        from harness.imagefolder import load_test_folder
+
+        return load_test_folder(competition)
     arrays = load_npz(competition.test_path, ("images", "ids"))
     return arrays["images"], arrays["ids"]

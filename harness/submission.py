@@ -29,9 +29,18 @@ def _show(value: str, limit: int = 40) -> str:
     return '"' + value.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
 
 
+HIDDEN_TEST_CSV = (
+    "This competition's test images are hidden: teams never get them, so a prediction CSV cannot be "
+    "scored here. Submit a model checkpoint (.safetensors, see `podium pack`): the organizer's "
+    "scoring machines run it on the hidden test images."
+)
+
+
 def read_csv_submission(path: str | Path, solution: Solution, competition: Competition) -> np.ndarray:
     """Validate the CSV at ``path``; the size is checked before anything is read into memory."""
     path = Path(path)
+    if competition.hidden_test:
+        raise SubmissionError(HIDDEN_TEST_CSV)
     size = path.stat().st_size
     limit = competition.limits.max_csv_bytes
     if size > limit:
@@ -161,6 +170,8 @@ def _valid_fast(text: str, solution: Solution, lookup: dict[str, int]) -> np.nda
 
 def parse_csv_submission(data: bytes, solution: Solution, classes: tuple[str, ...]) -> np.ndarray:
     """Class indices in solution row order, or ``SubmissionError`` listing every problem."""
+    if solution.hidden_test:
+        raise SubmissionError(HIDDEN_TEST_CSV)
     text = _decode(data)
     lookup = _label_lookup(classes)
     fast = _valid_fast(text, solution, lookup)

@@ -1,7 +1,8 @@
 """The inference child: ``python -m harness.checkpoint.child JOB.json``, started by ``isolate.py``.
 
-It gets a job file naming the checkpoint, a ``.npy`` of test images (never labels, ids or the
-solution) and an output folder. In order it: leaves the network (a fresh network namespace via
+It gets a job file naming the checkpoint, the test images (a ``.npy``, the competition's
+``test.npz``, or a list of image files it decodes a batch at a time; never labels or the solution)
+and an output folder. In order it: leaves the network (a fresh network namespace via
 ``unshare``, where the kernel allows it), imports torch, picks the device, caps its own memory,
 re-reads and re-checks the checkpoint header, builds the model from the registry, loads it
 strictly, runs inference and writes ``predictions.npy`` + ``info.json``. A refusal is written to
@@ -84,7 +85,7 @@ def run(job: dict, out: Path, network: str) -> dict:
     import torch
 
     from harness.checkpoint.card import ModelCard
-    from harness.checkpoint.infer import predict_array, resolve_device
+    from harness.checkpoint.infer import CPU_BATCH, CUDA_BATCH, predict_array, predict_batches, resolve_device
     from harness.checkpoint.policy import InputSpec
     from harness.checkpoint.registry import build_untrained, load_strict
     from harness.checkpoint.safefile import read_safetensors_header
@@ -106,9 +107,23 @@ def run(job: dict, out: Path, network: str) -> dict:
     spec = InputSpec(size=int(job["size"]), mean=tuple(job["mean"]), std=tuple(job["std"]))
     model = build_untrained(card)
     load_strict(model, header, job["checkpoint"], card)
-    images = np.load(job["images"], allow_pickle=False)
-    t1 = time.perf_counter()
-    predictions = predict_array(model, images, spec, device, batch_size=job.get("batch_size"), progress=True)
+    if "image_files" in job:  # an image-folder test set: decoded a batch at a time, never all at once
+        from harness.imagefolder import iter_image_batches
+
+        files = [Path(f) for f in json.loads(Path(job["image_files"]).read_text(encoding="utf-8"))]
+        count = len(files)
+        batch_size = job.get("batch_size") or (CUDA_BATCH if device.type == "cuda" else CPU_BATCH)
+        t1 = time.perf_counter()
+        predictions = predict_batches(model, iter_image_batches(files, batch_size), count, spec, device, progress=True)
+    else:
+        if "npz" in job:
+            with np.load(job["npz"], allow_pickle=False) as archive:
+                images = archive["images"]  # only this member: test.npz holds images and ids, never labels
+        else:
+            images = np.load(job["images"], allow_pickle=False)
+        count = len(images)
+        t1 = time.perf_counter()
+        predictions = predict_array(model, images, spec, device, batch_size=job.get("batch_size"), progress=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
     t2 = time.perf_counter()
@@ -120,7 +135,7 @@ def run(job: dict, out: Path, network: str) -> dict:
         "memory": memory,
         "load_s": t1 - t0,
         "inference_s": t2 - t1,
-        "images_per_s": len(images) / max(t2 - t1, 1e-9),
+        "images_per_s": count / max(t2 - t1, 1e-9),
     }
 
 
@@ -133,10 +148,13 @@ def main(argv: list[str]) -> int:
     fault = os.environ.get(FAULT_ENV)
     if fault:
         inject_fault(fault)
-    from harness.errors import PodiumError
+    from harness.errors import CompetitionError, PodiumError
 
     try:
         info = run(job, out, network)
+    except CompetitionError as exc:  # the test images themselves (missing, damaged): the organizer's problem
+        write_json(out / "error.json", {"environment": " ".join(exc.messages)})
+        return EXIT_REFUSED
     except PodiumError as exc:
         write_json(out / "error.json", {"messages": exc.messages})
         return EXIT_REFUSED

@@ -9,7 +9,7 @@ The naive per-image torchvision pipeline it must agree with is ``tests/reference
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
@@ -88,28 +88,82 @@ def predict_array(
             if pad_last and real < batch_size < m:
                 # Pad the last batch to the common shape: cuDNN autotuning runs once, not twice.
                 chunk = torch.cat([chunk, chunk.new_zeros((batch_size - real, *chunk.shape[1:]))])
-            x = prepare_batch(chunk, spec, mean, std)
-            try:
-                logits = model(x)
-            except (RuntimeError, ValueError, AssertionError, TypeError) as exc:
-                if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
-                    raise
-                first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                raise CheckpointError(
-                    f"the model failed on a batch of shape {list(x.shape)}: {first_line} "
-                    "(does this architecture accept the input_size on the model card?)"
-                ) from None
-            _check_logits(logits, x.shape[0], model)
-            logits = logits[:real]
-            non_finite += (~torch.isfinite(logits)).any(dim=1).sum()
-            predictions[start : start + real] = logits.argmax(dim=1)
-    bad = int(non_finite.item())
+            predictions[start : start + real] = _forward(model, chunk, real, spec, mean, std, non_finite)
+    _refuse_non_finite(int(non_finite.item()), m)
+    return predictions.cpu().numpy()
+
+
+def predict_batches(
+    model: "torch.nn.Module",
+    batches: Iterable[np.ndarray],
+    count: int,
+    spec: InputSpec,
+    device: "torch.device",
+    progress: bool = True,
+) -> np.ndarray:
+    """Like ``predict_array`` for images that arrive a batch at a time (decoded from image files).
+
+    Each uint8 [B,H,W,3] batch goes to the device when its turn comes, so memory holds a batch or
+    two, never the whole test set. ``count`` is the number of images the batches add up to.
+    """
+    import torch
+    from tqdm import tqdm
+
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    model = model.to(device).eval()
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+    predictions = torch.empty(count, dtype=torch.int64, device=device)
+    non_finite = torch.zeros((), dtype=torch.int64, device=device)
+    done = 0
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        with tqdm(total=count, desc="inference", unit="img", disable=None if progress else True) as bar:
+            for batch in batches:
+                real = batch.shape[0]
+                if done + real > count:
+                    raise ValueError(f"the batches hold more than the {count} images announced")
+                chunk = torch.from_numpy(np.ascontiguousarray(batch))
+                chunk = chunk.pin_memory().to(device, non_blocking=True) if cuda else chunk
+                predictions[done : done + real] = _forward(model, chunk, real, spec, mean, std, non_finite)
+                done += real
+                bar.update(real)
+    if done != count:
+        raise ValueError(f"the batches held {done} images, not the {count} announced")
+    _refuse_non_finite(int(non_finite.item()), count)
+    return predictions.cpu().numpy()
+
+
+def _forward(model, chunk, real: int, spec: InputSpec, mean, std, non_finite) -> "torch.Tensor":
+    """Class indices for the first ``real`` rows of a uint8 batch on the device; counts non-finite rows."""
+    import torch
+
+    x = prepare_batch(chunk, spec, mean, std)
+    try:
+        logits = model(x)
+    except (RuntimeError, ValueError, AssertionError, TypeError) as exc:
+        if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
+            raise
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise CheckpointError(
+            f"the model failed on a batch of shape {list(x.shape)}: {first_line} "
+            "(does this architecture accept the input_size on the model card?)"
+        ) from None
+    _check_logits(logits, x.shape[0], model)
+    logits = logits[:real]
+    non_finite += (~torch.isfinite(logits)).any(dim=1).sum()
+    return logits.argmax(dim=1)
+
+
+def _refuse_non_finite(bad: int, m: int) -> None:
     if bad:
         raise CheckpointError(
             f"the model produced NaN or infinite outputs for {bad} of {m} test images, so they have no "
             "prediction; check the weights (a diverged training run?) and resubmit."
         )
-    return predictions.cpu().numpy()
 
 
 def _check_logits(logits: object, batch: int, model: "torch.nn.Module") -> None:

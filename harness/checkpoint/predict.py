@@ -10,6 +10,7 @@ keys, and reports NaN outputs, crashes, timeouts and running out of memory.
 """
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ from harness.checkpoint.card import ModelCard
 from harness.checkpoint.isolate import ChildResult, run_child
 from harness.checkpoint.policy import InputSpec, check_card, check_file_size
 from harness.checkpoint.safefile import SafetensorsHeader, read_safetensors_header
-from harness.competition import Competition, load_test
+from harness.competition import Competition, load_npz
+from harness.imagefolder import held_out_image_files
 from harness.errors import CheckpointError
 from harness.sniff import PICKLE_PROTO, ZIP_MAGIC
 
@@ -86,23 +88,53 @@ def run_inspected(
     """Run an inspected checkpoint on ``images`` in a child process; predictions plus run info."""
     if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4 and images.shape[-1] == 3):
         raise ValueError(f"images must be a uint8 array [M,H,W,3], got {getattr(images, 'shape', type(images))}")
-    card, spec = checkpoint.card, checkpoint.input
     with tempfile.TemporaryDirectory(prefix="podium-infer-") as tmp:
         workdir = Path(tmp)
         np.save(workdir / "images.npy", np.ascontiguousarray(images))
-        job = {
-            "checkpoint": str(checkpoint.path.resolve()),
-            "images": str(workdir / "images.npy"),
-            "card": card.to_metadata(),
-            "size": spec.size,
-            "mean": list(spec.mean),
-            "std": list(spec.std),
-            "device": device,
-            "batch_size": batch_size,
-            "memory_bytes": competition.limits.inference_memory_bytes,
-            "isolate_network": isolate_network,
-        }
+        job = _job(checkpoint, competition, device, batch_size, isolate_network, images=str(workdir / "images.npy"))
         return run_child(job, workdir, competition.limits.inference_timeout_s, len(images), competition.num_classes)
+
+
+def _job(checkpoint: InspectedCheckpoint, competition: Competition, device, batch_size, isolate_network, **source) -> dict:
+    card, spec = checkpoint.card, checkpoint.input
+    return {
+        "checkpoint": str(checkpoint.path.resolve()),
+        **source,
+        "card": card.to_metadata(),
+        "size": spec.size,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "device": device,
+        "batch_size": batch_size,
+        "memory_bytes": competition.limits.inference_memory_bytes,
+        "isolate_network": isolate_network,
+    }
+
+
+def run_on_test_set(
+    checkpoint: InspectedCheckpoint,
+    competition: Competition,
+    device: str | None = None,
+    batch_size: int | None = None,
+    isolate_network: bool = True,
+) -> ChildResult:
+    """Run an inspected checkpoint on the competition's own test set, hidden or not.
+
+    The child reads the test images where they are: ``test.npz`` whole (a small competition), or
+    the image folder a batch at a time, so memory is bounded by the batch, not the test set.
+    """
+    with tempfile.TemporaryDirectory(prefix="podium-infer-") as tmp:
+        workdir = Path(tmp)
+        if competition.folders:
+            _ids, paths = held_out_image_files(competition)
+            listing = workdir / "image_files.json"
+            listing.write_text(json.dumps([str(p.resolve()) for p in paths]), encoding="utf-8")
+            job = _job(checkpoint, competition, device, batch_size, isolate_network, image_files=str(listing))
+            count = len(paths)
+        else:
+            count = len(load_npz(competition.test_path, ("ids",))["ids"])
+            job = _job(checkpoint, competition, device, batch_size, isolate_network, npz=str(competition.test_path.resolve()))
+        return run_child(job, workdir, competition.limits.inference_timeout_s, count, competition.num_classes)
 
 
 def predict_images(
@@ -118,7 +150,6 @@ def predict_images(
 
 
 def predict_checkpoint(path: str | Path, competition: Competition, device: str | None = None) -> np.ndarray:
-    """int64 class indices in ``public/test.npz`` row order; ``CheckpointError`` on every refusal."""
+    """int64 class indices in solution row order (``test.npz`` or ``test.csv``); ``CheckpointError`` on every refusal."""
     checkpoint = inspect_checkpoint(path, competition)  # refuse before reading the test set
-    images, _ids = load_test(competition)
-    return run_inspected(checkpoint, images, competition, device).predictions
+    return run_on_test_set(checkpoint, competition, device).predictions

@@ -1,0 +1,67 @@
+"""harness.pages: the Evaluation, Rules and Data pages' content, from the competition alone."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+from harness.build import build_competition
+from harness.competition import load_competition
+from harness.pages import evaluation_markdown, public_files, rules_markdown
+
+
+def test_evaluation_follows_competition_toml(tmp_path):
+    comp = build_competition("digits", tmp_path, name="d", public_fraction=0.25)
+    text = evaluation_markdown(comp)
+    assert "**accuracy**" in text and "25 %" in text and "75 %" in text and "95 %" in text
+    sample = comp.sample_submission_path.read_text().splitlines()
+    assert "\n".join(sample[:4]) in text  # the sample's first lines, verbatim
+    assert "`num_classes` must be 10" in text and "default 32" in text and "900 seconds" in text
+    toml = comp.root / "competition.toml"
+    toml.write_text(
+        toml.read_text().replace('primary_metric = "accuracy"', 'primary_metric = "f1_macro"')
+        .replace("max_csv_mb = 20", "max_csv_mb = 3")
+        .replace("# allowed_archs = [", "allowed_archs = [").replace('"timm/*"]   #', '"timm/*"]\n#'),
+        encoding="utf-8",
+    )
+    text = evaluation_markdown(load_competition(comp.root))
+    assert "**macro-averaged F1**" in text and "**accuracy**" not in text
+    assert "3 MiB" in text and "`torchvision/resnet50`, `timm/*`" in text
+
+
+def test_hidden_test_pages_say_checkpoints_only(tmp_path):
+    comp = build_competition("digits", tmp_path, name="d", hidden_test=True)
+    text = evaluation_markdown(comp)
+    assert "hidden" in text and "CSVs are refused" in text and "id,label" not in text
+    assert "CSVs are refused" in rules_markdown(comp)
+
+
+def test_rules_follow_competition_toml(tmp_path):
+    comp = build_competition("digits", tmp_path, name="d")
+    text = rules_markdown(comp)
+    assert "**5** times per UTC day" in text and "up to **2** final submissions" in text and "no deadline" in text
+    toml = comp.root / "competition.toml"
+    toml.write_text(
+        toml.read_text().replace("daily_limit = 5", "daily_limit = 1")
+        .replace("# deadline = 2026-12-31T23:59:00Z", "deadline = 2027-03-01T12:00:00Z")
+        .replace('title = "', 'title = "*Bold* <b>x</b> '),
+        encoding="utf-8",
+    )
+    text = rules_markdown(load_competition(comp.root))
+    assert "**1** time per UTC day" in text and "2027-03-01 12:00 UTC" in text
+    assert "\\*Bold\\* \\<b\\>x\\</b\\>" in text  # the organizer's title is literal text, not markup
+
+
+def test_public_files_are_hashed_and_private_never_listed(tmp_path):
+    comp = build_competition("digits", tmp_path, name="d")
+    os.symlink(comp.root / "private" / "solution.csv", comp.root / "public" / "answers.csv")
+    (comp.root / "public" / ".hidden").write_text("x")
+    files = public_files(comp)
+    assert [f.path for f in files] == ["sample_submission.csv", "test.npz", "train.npz"]
+    for f in files:
+        data = (comp.root / "public" / f.path).read_bytes()
+        assert f.size == len(data) and f.sha256 == hashlib.sha256(data).hexdigest()
+    cache: dict = {}
+    assert public_files(comp, cache) == files and len(cache) == 3
+    (comp.root / "public" / "sample_submission.csv").write_text("id,label\n")
+    again = {f.path: f for f in public_files(comp, cache)}
+    assert again["sample_submission.csv"].sha256 == hashlib.sha256(b"id,label\n").hexdigest()
