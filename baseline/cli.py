@@ -150,3 +150,66 @@ def lr_find_command(competition_dir: Path, preset, config_file, out: Path, min_l
         click.echo(note)
     click.echo(f"wrote {out / 'lr_find.png'} and {out / 'lr_find.json'}")
     return 0
+
+
+@click.command("tune")
+@_model_options
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, metavar="STUDY",
+              help="The study folder: study.db (unless --storage), best.toml, trials.csv, summary.json, plots.")
+@click.option("--trials", type=int, required=True,
+              help="Finished (complete or pruned) trials the study should hold; run again to resume.")
+@click.option("--epochs", type=int, default=None, help="Fixed epochs (when the search space does not search them).")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=None)
+@click.option("--early-stopping", type=int, default=None, metavar="PATIENCE")
+@click.option("--restore-best/--no-restore-best", default=None)
+@click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default="tpe", show_default=True,
+              help="tpe: Bayesian (Optuna's TPE); random; grid: every combination of the space's grid lists.")
+@click.option("--sampler-seed", type=int, default=None, help="Seed of the sampler (default: a random one).")
+@click.option("--space", "space_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The search space TOML (default: lr, batch size, momentum, weight decay, epochs).")
+@click.option("--storage", default=None,
+              help="An Optuna storage URL shared by several `podium tune` processes, e.g. "
+                   "postgresql+psycopg://user:pass@host/db (default: sqlite in STUDY/study.db).")
+@click.option("--study-name", default=None, help="The study's name in the storage (default podium-tune).")
+@click.option("--timeout", type=float, default=None, help="Start no new trial after this many seconds.")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Trials run at once, each in its own process.")
+@click.option("--prune/--no-prune", default=True, show_default=True,
+              help="MedianPruner on the per-epoch validation loss.")
+@click.option("--prune-startup", type=int, default=2, show_default=True, help="Trials finished before pruning starts.")
+@click.option("--prune-warmup", type=int, default=1, show_default=True, help="Epochs of a trial before it can be pruned.")
+@click.option("--heartbeat", type=int, default=10, show_default=True,
+              help="Seconds between a trial's heartbeats; a trial silent for twice this is failed and retried.")
+def tune_command(competition_dir: Path, preset, config_file, out: Path, trials: int, sampler: str,
+                 sampler_seed: int | None, space_file: Path | None, storage: str | None, study_name: str | None,
+                 timeout: float | None, jobs: int, prune: bool, prune_startup: int, prune_warmup: int,
+                 heartbeat: int, quiet: bool, **overrides) -> int:
+    """Search the baseline's hyperparameters with Optuna, on the validation split only."""
+    from baseline.tune import DEFAULT_STUDY_NAME, TuneJob, load_space, tune
+    from harness.competition import load_competition
+
+    if trials < 1 or heartbeat < 1:
+        raise click.UsageError("--trials and --heartbeat must be at least 1.")
+    config = config_from_options(preset, config_file, progress=False, **overrides)
+    if config.val_fraction <= 0:
+        raise click.UsageError("podium tune scores every trial on the validation split: --val-fraction must be above 0.")
+    load_competition(competition_dir)  # a wrong directory is a user error before any trial starts
+    _, space_text = load_space(space_file)
+    out.mkdir(parents=True, exist_ok=True)
+    job = TuneJob(
+        competition_dir=str(competition_dir), base=config.to_dict(), space_text=space_text,
+        storage_url=storage or f"sqlite:///{(out / 'study.db').resolve()}", study_name=study_name or DEFAULT_STUDY_NAME,
+        trials=trials, sampler=sampler, sampler_seed=sampler_seed, prune=prune, prune_startup=prune_startup,
+        prune_warmup=prune_warmup, heartbeat=heartbeat, timeout=timeout,
+    )
+    summary = tune(job, out, jobs=jobs, progress=not quiet)
+    counts = summary["trials"]
+    click.echo(f"study {job.study_name}: {counts['complete']} complete, {counts['pruned']} pruned, "
+               f"{counts['fail']} failed, {counts['running']} running")
+    if "best" in summary:
+        best = summary["best"]
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+        click.echo(f"best: trial {best['trial']}, validation loss {best['val_loss']:.4f}, accuracy {best['val_acc']:.4f} ({params})")
+        click.echo(f"wrote {out / 'best.toml'}: podium baseline --competition {competition_dir} --config {out / 'best.toml'}")
+    for note in summary["notes"]:
+        click.echo(note)
+    return 0
