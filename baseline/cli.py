@@ -213,3 +213,30 @@ def tune_command(competition_dir: Path, preset, config_file, out: Path, trials: 
     for note in summary["notes"]:
         click.echo(note)
     return 0
+
+
+@click.command("explain")
+@click.argument("checkpoint", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--competition", "competition_dir", required=True, type=click.Path(path_type=Path),
+              help="The competition directory (holds competition.toml).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="The folder for gradcam_grid.png, index.html, explain.json and overlays/.")
+@click.option("--images", type=int, default=16, show_default=True, help="How many wrong validation images to explain.")
+@click.option("--val-fraction", type=float, default=None,
+              help="The run's validation fraction (default: report.json beside the checkpoint, else 0.1).")
+@click.option("--seed", type=int, default=None, help="The run's seed (default: report.json beside the checkpoint, else 42).")
+@click.option("--layer", default=None, help="The Grad-CAM target layer by module name (default: chosen, see README).")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+def explain_command(checkpoint: Path, competition_dir: Path, out: Path, images: int, val_fraction, seed, layer,
+                    threads) -> int:
+    """Grad-CAM heat maps of a checkpoint's most confidently wrong validation images."""
+    from baseline.explain import explain_checkpoint
+
+    result = explain_checkpoint(checkpoint, competition_dir, out, images, val_fraction=val_fraction, seed=seed,
+                                layer=layer, threads=threads)
+    click.echo(f"validation: {result.val_images} images, accuracy {result.val_accuracy:.4f}, {result.wrong} wrong; "
+               f"Grad-CAM on layer {result.layer}")
+    for note in result.notes:
+        click.echo(note)
+    click.echo(f"wrote {out / 'index.html'} and {out / 'gradcam_grid.png'}")
+    return 0
