@@ -111,6 +111,7 @@ def _model_options(fn):
         click.option("--momentum", type=float, default=None),
         click.option("--weight-decay", type=float, default=None),
         click.option("--image-size", type=int, default=None),
+        click.option("--crop-padding", type=int, default=None),
         click.option("--val-fraction", type=float, default=None, help="Held out from train, stratified."),
         click.option("--seed", type=int, default=None),
         click.option("--device", default=None, help="auto, cpu, cuda or cuda:N."),

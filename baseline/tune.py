@@ -201,14 +201,23 @@ def quiet_experimental():
 def make_storage(url: str, heartbeat: int):
     """An Optuna RDB storage with heartbeats; a trial whose process died is failed and queued again."""
     import optuna
+    import sqlalchemy
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        with quiet_experimental():
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-            )
+        for attempt in range(6):
+            try:
+                with quiet_experimental():
+                    return optuna.storages.RDBStorage(
+                        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+                    )
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+                # Two processes creating the tables of a new storage at once: one of them loses the race
+                # (UNIQUE constraint on alembic_version, "database is locked"); the tables exist on the retry.
+                if attempt == 5:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     except ImportError as exc:
         raise PodiumError(f"The storage {url.split('://')[0]} needs a driver that is not installed ({exc}); "
                           "for PostgreSQL install psycopg (`pip install 'psycopg[binary]'`).") from None

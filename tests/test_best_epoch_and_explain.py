@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,13 @@ import torch
 
 from baseline.config import read_config_file, resolve_config, write_config_file
 from harness.diagnosis import read_history
-from tests.conftest import PODIUM
 
 # A constant, fairly high rate without crops: the validation loss of this run goes up and down
 # (on this machine: lowest at epoch 7, higher at epoch 8), so early stopping with patience 1 ends it.
 EARLY = {"lr": 0.05, "lr_schedule": "constant", "crop_padding": 0, "epochs": 12, "early_stopping": 1,
          "restore_best": True, "threads": 1, "deterministic": True}
+
+PODIUM = [sys.executable, "-m", "podium_cli"]  # the `podium` command, as a real process
 
 
 def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:

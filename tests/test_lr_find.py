@@ -5,13 +5,15 @@ import json
 import math
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from baseline.lr_find import SKIP_START, range_test, suggest, sweep_lrs
-from tests.conftest import PODIUM
+
+PODIUM = [sys.executable, "-m", "podium_cli"]  # the `podium` command, as a real process
 
 
 def run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
