@@ -445,11 +445,15 @@ def write_plots(study, out_dir: Path, notes: list[str]) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from optuna.trial import TrialState
     from optuna.visualization import matplotlib as vis
 
     written = []
     with quiet_experimental():
         for name, plot in (("history.png", vis.plot_optimization_history), ("importances.png", vis.plot_param_importances)):
+            if name == "importances.png" and len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2:
+                notes.append("importances.png not drawn: parameter importances need at least 2 complete trials")
+                continue
             try:
                 ax = plot(study)
             except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. importances of a single trial

@@ -178,3 +178,25 @@ def test_two_processes_share_one_study(digits_competition, tmp_path):
     assert not (tmp_path / "a" / "study.db").exists()  # the shared storage, not a local one
     for name in ("a", "b"):
         assert read_config_file(tmp_path / name / "best.toml")[0] == "demo"
+
+
+def test_a_resumed_study_refuses_other_settings(tmp_path):
+    """The study remembers its preset, settings and space; resuming it with others is a user error."""
+    import dataclasses
+
+    from baseline.tune import TuneJob, open_study, write_summary
+
+    config = resolve_config("demo", image_size=16)
+    job = TuneJob(competition_dir=str(tmp_path), base=config.to_dict(), space_text=SPACE,
+                  storage_url=f"sqlite:///{tmp_path / 's.db'}", study_name="s", trials=2, sampler="random",
+                  sampler_seed=None, prune=True, prune_startup=2, prune_warmup=1, heartbeat=5, timeout=None)
+    open_study(job, parse_space(SPACE))
+    open_study(job, parse_space(SPACE))  # the same settings: resumed
+    with pytest.raises(PodiumError, match="was started with other settings"):
+        open_study(dataclasses.replace(job, base=resolve_config("demo", image_size=24).to_dict()), parse_space(SPACE))
+    other = SPACE.replace("high = 0.1", "high = 0.2")
+    with pytest.raises(PodiumError, match="another search space"):
+        open_study(dataclasses.replace(job, space_text=other), parse_space(other))
+    # No trial yet: the summary says so and writes no preset file.
+    summary = write_summary(open_study(job, parse_space(SPACE)), job, tmp_path)
+    assert not (tmp_path / "best.toml").exists() and "no trial has completed" in summary["notes"][0]
