@@ -12,14 +12,18 @@ momentum and a higher learning rate so that it really learns in a few epochs.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.errors import PodiumError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DATA_PATHS = ("fast", "reference")
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "plateau")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -34,6 +38,12 @@ class BaselineConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     lr_schedule: str = "constant"  # the course notes'; "cosine" lowers it each epoch, to lr/2*(1+cos(pi*(e-1)/E))
+    # "plateau": ReduceLROnPlateau on the validation loss (seed 002 §4.6.3): the rate is multiplied by
+    # plateau_factor after plateau_patience epochs without a lower validation loss.
+    plateau_factor: float = 0.1
+    plateau_patience: int = 2
+    early_stopping: int = 0  # stop after this many epochs without a lower validation loss; 0 = off
+    restore_best: bool = False  # keep the weights of the epoch with the lowest validation loss
     seed: int = 42
     image_size: int = 224
     crop_padding: int = 28
@@ -118,6 +128,15 @@ def check_config(c: BaselineConfig) -> None:
         problems.append(f"hflip must be a probability, got {c.hflip}.")
     if c.lr_schedule not in LR_SCHEDULES:
         problems.append(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {c.lr_schedule!r}.")
+    if not 0.0 < c.plateau_factor < 1.0:
+        problems.append(f"--plateau-factor must be between 0 and 1 (the rate is multiplied by it), got {c.plateau_factor}.")
+    if c.plateau_patience < 0 or c.early_stopping < 0:
+        problems.append("--plateau-patience and --early-stopping cannot be negative.")
+    if c.val_fraction == 0 and (c.early_stopping or c.restore_best or c.lr_schedule == "plateau"):
+        problems.append(
+            "--early-stopping, --restore-best and --lr-schedule plateau watch the validation loss; "
+            "they need a validation split (--val-fraction above 0)."
+        )
     if c.data_path not in DATA_PATHS:
         problems.append(f"--data-path must be one of {', '.join(DATA_PATHS)}, got {c.data_path!r}.")
     if c.device not in DEVICES and not (c.device.startswith("cuda:") and c.device[5:].isdigit() and c.device[5:].isascii()):
@@ -126,3 +145,84 @@ def check_config(c: BaselineConfig) -> None:
         problems.append("--workers and --threads cannot be negative.")
     if problems:
         raise PodiumError(problems)
+
+
+# A preset file (``podium baseline --config FILE``, written by ``podium tune``): a TOML file of
+# ``BaselineConfig`` settings, with ``preset = "NAME"`` naming the preset they start from.
+NOT_IN_FILES = ("extra",)
+
+
+def _file_value(key: str, value, default, where: str):
+    """``value`` checked against the type of the setting's default (TOML has the same few types)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:  # mean, std: three numbers
+        ok = (isinstance(value, list) and len(value) == 3
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+        value = tuple(float(v) for v in value) if ok else value
+    if not ok:
+        kind = type(default).__name__ if not isinstance(default, tuple) else "list of three numbers"
+        raise PodiumError(f"{where}: {key} must be a {kind}, got {value!r}.")
+    return value
+
+
+def read_config_file(path) -> tuple[str | None, dict]:
+    """(the preset it names or None, its settings), each setting checked by name and type."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PodiumError(f"The config file {path} does not exist.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PodiumError(f"{path} is not a valid TOML file: {exc}.") from None
+    preset = data.pop("preset", None)
+    if preset is not None and preset not in PRESETS:
+        raise PodiumError(f"{path}: preset must be one of {', '.join(PRESETS)}, got {preset!r}.")
+    defaults = BaselineConfig()
+    known = {f.name for f in dataclasses.fields(BaselineConfig)} - set(NOT_IN_FILES)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise PodiumError(f"{path}: unknown setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(known))}.")
+    return preset, {key: _file_value(key, value, getattr(defaults, key), str(path)) for key, value in data.items()}
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"cannot write {value!r} to TOML")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+
+
+def write_config_file(path, preset: str, settings: dict, comment: str = "") -> Path:
+    """A preset file that ``read_config_file`` (and ``podium baseline --config``) reads back."""
+    path = Path(path)
+    lines = [f"# {line}" if line else "#" for line in comment.splitlines()]
+    lines.append(f"preset = {_toml_value(preset)}")
+    lines += [f"{key} = {_toml_value(value)}" for key, value in settings.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    read_config_file(path)  # what we write must read back
+    return path
+
+
+def config_changes(config: BaselineConfig) -> dict:
+    """The settings of ``config`` that differ from its preset (what a preset file must hold)."""
+    base = PRESETS[config.preset]
+    skip = set(NOT_IN_FILES) | {"preset", "progress"}
+    out = {}
+    for f in dataclasses.fields(BaselineConfig):
+        value = getattr(config, f.name)
+        if f.name not in skip and value != getattr(base, f.name):
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out

@@ -81,7 +81,8 @@ def write_run(out_dir: Path, config: BaselineConfig, competition: Competition, r
         input_size=config.image_size,
         mean=config.mean,
         std=config.std,
-        extra_metadata={"trained_by": "podium baseline", "preset": config.preset, "seed": str(config.seed)},
+        extra_metadata={"trained_by": "podium baseline", "preset": config.preset, "seed": str(config.seed),
+                        "epoch": str(result.model_epoch)},
     )
     write_history(out_dir / "history.csv", result.history)
     plot_curves(result.history, out_dir / "curves.png", f"{config.arch} on {competition.name}")
@@ -100,6 +101,14 @@ def write_run(out_dir: Path, config: BaselineConfig, competition: Competition, r
         "command": sys.argv,
         "history": result.history,
         "validation": validation,
+        "early_stopping": {
+            "patience": config.early_stopping or None,
+            "best_epoch": result.best_epoch,  # the lowest validation loss
+            "stopped_early": result.stopped_epoch is not None,
+            "stopped_after_epoch": result.stopped_epoch,
+            "restore_best": config.restore_best,
+            "model_epoch": result.model_epoch,  # the epoch whose weights model.safetensors holds
+        },
         "diagnosis": diagnose(result.history).to_dict(),
         "seconds": result.seconds,
         "files": {"model.safetensors": {"sha256": sha256_file(model_path)}},

@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -48,6 +49,9 @@ class RunResult:
     device: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     model: nn.Module | None = None  # the trained model (unwrapped from DDP and torch.compile)
+    best_epoch: int | None = None  # the epoch with the lowest validation loss (None without validation)
+    stopped_epoch: int | None = None  # the epoch after which early stopping ended the run, if it did
+    model_epoch: int | None = None  # the epoch whose weights ``model`` holds (the best one with restore_best)
 
 
 def select_device(config: BaselineConfig, d: Dist) -> torch.device:
@@ -85,7 +89,8 @@ def _autocast(config: BaselineConfig, device: torch.device):
 
 
 def epoch_lr(config: BaselineConfig, epoch: int) -> float:
-    """The learning rate of ``epoch`` (1-based): constant (the course notes'), or cosine from lr down."""
+    """The learning rate of ``epoch`` (1-based): constant (the course notes'), or cosine from lr down.
+    (``plateau`` is driven by the validation loss, by ReduceLROnPlateau in ``_train``.)"""
     if config.lr_schedule == "cosine":
         return config.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / config.epochs))
     return config.lr
@@ -163,8 +168,22 @@ def describe_device(device: torch.device, d: Dist) -> dict:
     return info
 
 
-def run_baseline(config: BaselineConfig, competition_dir: str | Path, out_dir: str | Path | None) -> RunResult:
-    """Train, validate and predict; the main process writes the run directory (``out_dir``)."""
+def run_baseline(
+    config: BaselineConfig,
+    competition_dir: str | Path,
+    out_dir: str | Path | None,
+    *,
+    on_epoch: Callable[[dict], None] | None = None,
+    predict_test: bool = True,
+) -> RunResult:
+    """Train, validate and predict; the main process writes the run directory (``out_dir``).
+
+    ``on_epoch(row)`` is called after each epoch with its history row (``podium tune`` reports the
+    validation loss to Optuna's pruner there; an exception it raises ends the run). With
+    ``predict_test=False`` the test set is never read (no run directory can then be written).
+    """
+    if out_dir is not None and not predict_test:
+        raise ValueError("a run directory needs the test predictions: pass predict_test=True or out_dir=None")
     started = time.perf_counter()
     competition = load_competition(competition_dir)
     device_type = "cuda" if config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available()) else "cpu"
@@ -174,7 +193,7 @@ def run_baseline(config: BaselineConfig, competition_dir: str | Path, out_dir: s
         if device.type == "cuda":
             torch.cuda.set_device(device)
         set_determinism(config, device)
-        result = _train(config, competition, d, device, started)
+        result = _train(config, competition, d, device, started, on_epoch, predict_test)
         if d.is_main and out_dir is not None:
             from baseline.report import write_run
 
@@ -185,7 +204,15 @@ def run_baseline(config: BaselineConfig, competition_dir: str | Path, out_dir: s
         shutdown(d)
 
 
-def _train(config: BaselineConfig, competition: Competition, d: Dist, device: torch.device, started: float) -> RunResult:
+def _train(
+    config: BaselineConfig,
+    competition: Competition,
+    d: Dist,
+    device: torch.device,
+    started: float,
+    on_epoch: Callable[[dict], None] | None = None,
+    predict_test: bool = True,
+) -> RunResult:
     spec = TransformSpec.from_config(config)
     images, labels = load_train(competition)
     train_idx, val_idx = stratified_split(labels, config.val_fraction, config.seed)
@@ -214,12 +241,19 @@ def _train(config: BaselineConfig, competition: Competition, d: Dist, device: to
         fused=device.type == "cuda",  # one kernel for the whole update on a GPU; the same SGD
     )
 
+    plateau = None
+    if config.lr_schedule == "plateau":
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
+        )
     history: list[dict] = []
     val_pred = None
+    best_loss, best_epoch, best_state, best_pred, stopped = math.inf, None, None, None, None
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = epoch_lr(config, epoch)
+        if plateau is None:
+            for group in optimizer.param_groups:
+                group["lr"] = epoch_lr(config, epoch)
         stats = train_one_epoch(model, optimizer, train_data, config, epoch, d, device)
         row = {
             "epoch": epoch,
@@ -239,10 +273,32 @@ def _train(config: BaselineConfig, competition: Competition, d: Dist, device: to
         history.append(row)
         if d.is_main and config.progress:
             print(format_epoch(row, config.epochs), flush=True)
+        if val_data is not None:
+            if plateau is not None:
+                plateau.step(row["val_loss"])  # the next epoch's rate
+            if math.isfinite(row["val_loss"]) and row["val_loss"] < best_loss:
+                best_loss, best_epoch, best_pred = row["val_loss"], epoch, val_pred
+                if config.restore_best:
+                    best_state = {k: v.detach().clone() for k, v in base.state_dict().items()}
+        if on_epoch is not None:
+            on_epoch(row)
+        if config.early_stopping and epoch - (best_epoch or 0) >= config.early_stopping and epoch < config.epochs:
+            stopped = epoch
+            if d.is_main and config.progress:
+                print(f"early stopping: no lower validation loss for {config.early_stopping} epoch(s) "
+                      f"(best: epoch {best_epoch})", flush=True)
+            break
 
-    test_images, test_ids = load_test(competition)
-    test_data = make(test_images, None)
-    test_pred, _ = predict(eval_model, test_data, config, d, device)
+    model_epoch = history[-1]["epoch"]
+    if best_state is not None:
+        base.load_state_dict(best_state)
+        val_pred, model_epoch = best_pred, best_epoch
+
+    if predict_test:
+        test_images, test_ids = load_test(competition)
+        test_pred, _ = predict(eval_model, make(test_images, None), config, d, device)
+    else:
+        test_pred, test_ids = np.empty(0, dtype=np.int64), np.empty(0, dtype=str)
     result = RunResult(
         out_dir=None,
         history=history,
@@ -262,6 +318,9 @@ def _train(config: BaselineConfig, competition: Competition, d: Dist, device: to
             "data_path": config.data_path,
         },
         model=base,
+        best_epoch=best_epoch,
+        stopped_epoch=stopped,
+        model_epoch=model_epoch,
     )
     return result
 
