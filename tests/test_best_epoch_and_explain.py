@@ -175,7 +175,7 @@ def test_explain_command_writes_the_grid_and_page(early_run, digits_competition,
 def test_explain_escapes_class_names_and_refuses_pickles(digits_competition, tmp_path):
     """An untrained checkpoint (fast) on a copy of the competition whose class names are HTML."""
     from baseline.explain import explain_checkpoint
-    from baseline.model import build_model
+    from baseline.model import build_baseline_model
     from harness.checkpoint import save_checkpoint
     from harness.errors import CheckpointError
 
@@ -186,7 +186,7 @@ def test_explain_escapes_class_names_and_refuses_pickles(digits_competition, tmp
     (root / "competition.toml").write_text(toml.replace('classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]',
                                                         f"classes = [{names}]"))
     torch.manual_seed(0)
-    model = build_model("resnet18", "none", 10)
+    model = build_baseline_model("resnet18", "none", 10)
     ckpt = save_checkpoint(model, tmp_path / "m.safetensors", library="torchvision", arch="resnet18", num_classes=10,
                            input_size=32)
     result = explain_checkpoint(ckpt, root, tmp_path / "out", images=3, threads=1)
