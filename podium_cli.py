@@ -22,7 +22,7 @@ COMMANDS = {
     "serve": ("leaderboard.cli", "serve_command", "Run the leaderboard web server."),
     "team": ("leaderboard.cli", "team_group", "Manage teams (add, list)."),
     "submit": ("leaderboard.cli", "submit_command", "Upload a submission to a leaderboard server."),
-    "db": ("leaderboard.dbadmin", "db_group", "The leaderboard database's schema (upgrade, current)."),
+    "db": ("leaderboard.dbadmin", "db_group", "The leaderboard database's schema (upgrade, current, revision)."),
     "backup": ("leaderboard.backup", "backup_command", "Write a consistent backup of a leaderboard instance."),
     "restore": ("leaderboard.backup", "restore_command", "Restore a leaderboard instance from a backup."),
     "worker": ("leaderboard.worker", "worker_command", "Score checkpoint jobs for a leaderboard server."),
