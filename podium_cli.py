@@ -30,7 +30,7 @@ COMMANDS = {
     "team": ("leaderboard.cli", "team_group", "Manage teams (add, list)."),
     "submit": ("leaderboard.client.submit", "submit_command", "Upload a submission to a leaderboard server."),
     "worker": ("leaderboard.client.worker", "worker_command", "Score checkpoint jobs for a leaderboard server."),
-    "db": ("leaderboard.dbadmin", "db_group", "The leaderboard database's schema (upgrade, current)."),
+    "db": ("leaderboard.dbadmin", "db_group", "The leaderboard database's schema (upgrade, current, revision)."),
     "backup": ("leaderboard.backup", "backup_command", "Write a consistent backup of a leaderboard instance."),
     "restore": ("leaderboard.backup", "restore_command", "Restore a leaderboard instance from a backup."),
     "demo": ("leaderboard.demo", "demo_command", "Build, train, submit and serve a living demo board."),
