@@ -32,15 +32,19 @@ def _competition_option(f):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--threads", default=8, show_default=True, type=int, help="waitress worker threads.")
+@click.option("--connection-limit", default=500, show_default=True, type=int,
+              help="Most open connections at once (waitress); more wait in the listen queue.")
+@click.option("--channel-timeout", default=60, show_default=True, type=int,
+              help="Seconds an idle or stalled connection is kept (waitress).")
 @click.option("--secure-cookies", is_flag=True, help="Mark the session cookie Secure (set this when serving behind HTTPS).")
 @click.option("--admin-token", envvar="PODIUM_ADMIN_TOKEN", default=None, help="Organizer token (default: generated into the instance folder).")
 @click.option("--worker-token", envvar="PODIUM_WORKER_TOKEN", default=None, help="Scoring workers' token (default: generated into the instance folder).")
 def serve_command(competition: str, db: str | None, instance: str | None, host: str, port: int, threads: int,
+                  connection_limit: int, channel_timeout: int,
                   secure_cookies: bool, admin_token: str | None, worker_token: str | None) -> int:
     """Run the leaderboard under waitress (a production WSGI server)."""
-    from waitress import serve
-
     from leaderboard import _instance_secret, create_app
+    from leaderboard.limits import gated_waitress_server
 
     config = _config(competition, db, instance)
     instance_dir = Path(config["INSTANCE_PATH"]).resolve()
@@ -53,7 +57,8 @@ def serve_command(competition: str, db: str | None, instance: str | None, host: 
     if not worker_token:
         click.echo(f"worker token:    in {instance_dir / 'worker_token'} (podium worker --token ...)")
     click.echo(f"podium leaderboard on http://{host}:{port}/  (Ctrl-C to stop)")
-    serve(app, host=host, port=port, threads=threads, ident="podium")
+    gated_waitress_server(app, host, port, threads, connection_limit=connection_limit,
+                          channel_timeout=channel_timeout).run()  # body limits before reading: limits.py
     return 0
 
 

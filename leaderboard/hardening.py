@@ -10,5 +10,8 @@ def init_hardening(app: Flask) -> None:
     from leaderboard.security import init_security
     from leaderboard.sessions import configure_sessions
 
+    from leaderboard.limits import init_limits
+
     configure_sessions(app)
     init_security(app)
+    init_limits(app)
