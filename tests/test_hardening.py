@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from leaderboard.auth import create_team
+from leaderboard.limits import gate_waitress
 from live import LiveServer, make_test_app
 
 ADMIN = "organizer-token-" + "x" * 32
@@ -24,7 +25,9 @@ def site(tmp_path, digits_competition):
     def start(**overrides):
         overrides.setdefault("ADMIN_TOKEN", ADMIN)
         app = make_test_app(tmp_path, competition, **overrides)
-        apps.append(LiveServer(app).start())
+        server = LiveServer(app)
+        gate_waitress(server.server, app)  # as podium serve: bodies checked from their headers
+        apps.append(server.start())
         return app, apps[-1]
 
     yield start
