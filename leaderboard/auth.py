@@ -55,6 +55,9 @@ def create_team(name: str) -> tuple[Team, str]:
         raise PodiumError("A team name can be at most 100 characters.")
     if db.session.scalar(sa.select(Team.id).where(Team.name == name)) is not None:
         raise PodiumError(f"A team named {name!r} already exists.")
+    from leaderboard.names import check_team_name
+
+    check_team_name(name)  # no invisible characters, no look-alike of an existing name
     team = Team(name=name, slug=_unique_slug(name), token_hash="!")
     db.session.add(team)
     db.session.flush()

@@ -47,6 +47,10 @@ def serve_command(competition: str, db: str | None, instance: str | None, host: 
     from leaderboard.limits import gated_waitress_server
 
     config = _config(competition, db, instance)
+    if admin_token is not None:
+        from leaderboard.security import check_admin_token_strength
+
+        check_admin_token_strength(admin_token)
     instance_dir = Path(config["INSTANCE_PATH"]).resolve()
     config["ADMIN_TOKEN"] = admin_token or _instance_secret(instance_dir, "admin_token")
     config["WORKER_TOKEN"] = worker_token or _instance_secret(instance_dir, "worker_token")

@@ -30,6 +30,18 @@ FAILED_PER_ADDRESS = "20 per minute; 200 per day"
 FAILED_PER_ACCOUNT = "10 per minute; 100 per day"
 
 
+MIN_ADMIN_TOKEN_CHARS = 32
+
+
+def check_admin_token_strength(token: str) -> None:
+    """An organizer token given to ``podium serve`` must be long enough not to be guessed."""
+    from harness.errors import PodiumError
+
+    if len(token.strip()) < MIN_ADMIN_TOKEN_CHARS:
+        raise PodiumError(f"--admin-token must be at least {MIN_ADMIN_TOKEN_CHARS} characters (it was "
+                          f"{len(token.strip())}); leave it out to have one generated into the instance folder.")
+
+
 def csp_nonce() -> str:
     if "csp_nonce" not in g:
         g.csp_nonce = secrets.token_urlsafe(16)

@@ -233,3 +233,50 @@ def test_organizer_login_is_rate_limited(site):
     form = {"token": "guess", "csrf_token": csrf(guesser, f"{server.url}/admin/login")}
     codes = [guesser.post(f"{server.url}/admin/login", data=form, timeout=10).status_code for _ in range(5)]
     assert codes == [401, 401, 401, 429, 429], codes
+
+
+# ---- 5. team names and the organizer token ------------------------------------------------------
+
+@pytest.mark.parametrize("name, why", [
+    ("Alpha\u202eahplA", "bidi override"),
+    ("Al\u200bpha", "zero-width space"),
+    ("Alpha\x07", "control character"),
+    ("\u0410lpha", "Cyrillic A looks like Latin A"),
+    ("ALPHA", "case only"),
+    ("A1pha", "digit one for l"),
+])
+def test_team_names_with_invisible_characters_or_look_alikes_are_refused(site, name, why):
+    app, server = site()
+    organizer = admin_login(server.url)
+    token = csrf(organizer, f"{server.url}/admin/")
+    assert organizer.post(f"{server.url}/admin/teams", data={"name": "Alpha", "csrf_token": token},
+                          timeout=10).status_code == 200
+    page = organizer.post(f"{server.url}/admin/teams", data={"name": name, "csrf_token": token}, timeout=10)
+    assert page.status_code == 200
+    assert "looks like the existing team" in page.text or "invisible or text-direction" in page.text, why
+    board = requests.get(f"{server.url}/api/leaderboard", timeout=10).json()
+    with app.app_context():
+        from leaderboard.extensions import db
+        from leaderboard.models import Team
+
+        assert [t.name for t in db.session.query(Team)] == ["Alpha"], why
+    assert board is not None
+
+
+def test_ordinary_distinct_names_are_still_accepted(site):
+    app, server = site()
+    with app.app_context():
+        for name in ("Alpha", "Beta", "Gradient Descenders", "Équipe Été", "チーム", "team 1", "team 2"):
+            create_team(name)
+
+
+def test_podium_serve_refuses_an_admin_token_shorter_than_32_characters(tmp_path, digits_competition):
+    import subprocess
+
+    from conftest import PODIUM
+
+    run = subprocess.run([*PODIUM, "serve", "--competition", str(digits_competition.root), "--instance",
+                          str(tmp_path / "inst"), "--admin-token", "x" * 31, "--port", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert "at least 32 characters" in run.stderr and "Traceback" not in run.stderr
