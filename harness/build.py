@@ -147,4 +147,7 @@ def build_competition(
     ]
     (directory / "private" / "solution.csv").write_text("\n".join(solution) + "\n", encoding="utf-8")
     (directory / "competition.toml").write_text(competition_toml(name, dataset, data, public_fraction), encoding="utf-8")
+    from harness.filemodes import make_private  # the answers: 0700 folder, 0600 files (issue 9)
+
+    make_private(directory / "private")
     return load_competition(directory)

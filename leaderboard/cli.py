@@ -43,8 +43,11 @@ def serve_command(competition: str, db: str | None, instance: str | None, host: 
                   connection_limit: int, channel_timeout: int,
                   secure_cookies: bool, admin_token: str | None, worker_token: str | None) -> int:
     """Run the leaderboard under waitress (a production WSGI server)."""
+    from harness.filemodes import use_private_umask
     from leaderboard import _instance_secret, create_app
     from leaderboard.limits import gated_waitress_server
+
+    use_private_umask()  # the instance folder, database, secrets and storage: owner only
 
     config = _config(competition, db, instance)
     if admin_token is not None:
@@ -56,6 +59,9 @@ def serve_command(competition: str, db: str | None, instance: str | None, host: 
     config["WORKER_TOKEN"] = worker_token or _instance_secret(instance_dir, "worker_token")
     config["SESSION_COOKIE_SECURE"] = secure_cookies
     app = create_app(config)
+    from leaderboard.hardening import warn_exposed_files
+
+    warn_exposed_files(app, click.echo)
     if not admin_token:
         click.echo(f"organizer token: in {instance_dir / 'admin_token'} (log in at /admin/login)")
     if not worker_token:
@@ -76,7 +82,10 @@ def team_group() -> None:
 @_competition_option
 def team_add(name: str, competition: str, db: str | None, instance: str | None) -> int:
     """Create a team and print its token (shown once: only a hash is stored)."""
+    from harness.filemodes import use_private_umask
     from leaderboard import create_app
+
+    use_private_umask()
     from leaderboard.auth import create_team
 
     app = create_app(_config(competition, db, instance))

@@ -15,3 +15,28 @@ def init_hardening(app: Flask) -> None:
     configure_sessions(app)
     init_security(app)
     init_limits(app)
+
+
+def private_paths(app: Flask) -> list:
+    """What must not be readable by others: the answers, the instance folder, the database, storage."""
+    from pathlib import Path
+
+    state = app.extensions["podium"]
+    instance = Path(app.instance_path)
+    paths = [state.competition.root / "private", instance, state.storage_root]
+    uri = str(app.config.get("SQLALCHEMY_DATABASE_URI", ""))
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        paths += [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+    return paths
+
+
+def warn_exposed_files(app: Flask, echo) -> list:
+    """Print a warning for each private file or folder that others can read; returns them."""
+    from harness.filemodes import exposed
+
+    found = exposed(private_paths(app))
+    for path, mode in found:
+        echo(f"warning: {path} is readable by other users (mode {mode}); chmod go-rwx it (see README, Security)",
+             err=True)
+    return found
