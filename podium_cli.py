@@ -23,6 +23,7 @@ COMMANDS = {
     "team": ("leaderboard.cli", "team_group", "Manage teams (add, list)."),
     "submit": ("leaderboard.cli", "submit_command", "Upload a submission to a leaderboard server."),
     "worker": ("leaderboard.worker", "worker_command", "Score checkpoint jobs for a leaderboard server."),
+    "gc": ("leaderboard.gc", "gc_command", "Remove stored files no submission keeps (refused, orphaned)."),
     "demo": ("leaderboard.demo", "demo_command", "Build, train, submit and serve a living demo board."),
 }
 

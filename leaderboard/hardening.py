@@ -10,11 +10,13 @@ def init_hardening(app: Flask) -> None:
     from leaderboard.security import init_security
     from leaderboard.sessions import configure_sessions
 
+    from leaderboard.gc import install as install_gc
     from leaderboard.limits import init_limits
 
     configure_sessions(app)
     init_security(app)
     init_limits(app)
+    install_gc(app)
 
 
 def private_paths(app: Flask) -> list:
@@ -40,3 +42,13 @@ def warn_exposed_files(app: Flask, echo) -> list:
         echo(f"warning: {path} is readable by other users (mode {mode}); chmod go-rwx it (see README, Security)",
              err=True)
     return found
+
+
+def startup_sweep(app: Flask, echo) -> None:
+    """``podium serve``'s start: remove orphaned and refused files older than the grace period."""
+    from leaderboard.gc import sweep_orphans
+
+    with app.app_context():
+        swept = sweep_orphans()
+    if swept.removed:
+        echo(f"storage: removed {len(swept.removed)} orphaned file(s), {swept.bytes / 2**20:.1f} MiB (podium gc)")

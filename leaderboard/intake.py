@@ -219,7 +219,11 @@ def accept(team: Team, upload: Upload) -> Submission:
     history = check_history(upload.history)
     team_id = team.id
     _check_limit(team_id, now(), competition.daily_limit)  # cheap early answer; no file kept for nothing
+    from leaderboard.gc import check_quota, discard_unreferenced  # issue 9: storage quota, no orphans
+
+    check_quota(team)
     stored = store_file(team, upload.stream(), competition)
+    check_quota(team, stored)
     predictions, messages = None, None
     if stored.kind == "csv":  # parse before taking the write lock: the lock is held only to count and insert
         data = (podium_state().storage_root / stored.relative).read_bytes()
@@ -259,6 +263,7 @@ def accept(team: Team, upload: Upload) -> Submission:
         db.session.commit()
     except BaseException:
         db.session.rollback()
+        discard_unreferenced(stored.relative)  # e.g. the daily-limit race lost under the lock
         raise
     return submission
 
