@@ -3,6 +3,8 @@ limits (``security``), revocable sessions (``sessions``), limits on request bodi
 file modes (``filemodes``)."""
 from __future__ import annotations
 
+import errno
+
 from flask import Flask
 
 
@@ -17,6 +19,7 @@ def init_hardening(app: Flask) -> None:
     init_security(app)
     init_limits(app)
     install_gc(app)
+    _out_of_space_is_507(app)
 
 
 def private_paths(app: Flask) -> list:
@@ -52,3 +55,43 @@ def startup_sweep(app: Flask, echo) -> None:
         swept = sweep_orphans()
     if swept.removed:
         echo(f"storage: removed {len(swept.removed)} orphaned file(s), {swept.bytes / 2**20:.1f} MiB (podium gc)")
+
+
+OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+OUT_OF_SPACE_MESSAGE = ("The server is out of storage space and cannot take submissions right now; nothing was "
+                        "recorded and nothing counted against your daily limit. Tell the organizer (the server's "
+                        "log says which disk).")
+
+
+def _out_of_space_is_507(app: Flask) -> None:
+    """A full or read-only disk (storage or database) is a 507 with a message, not a 500; the
+    organizer's log names the path. The upload's partial file is already gone (intake.store_file)
+    and no row was written (the transaction rolled back)."""
+    import sqlalchemy.exc
+    from flask import request
+
+    from leaderboard.errors import FRIENDLY, error_response
+    from leaderboard.extensions import db
+
+    def out_of_space(path, detail) -> object:
+        db.session.rollback()
+        app.logger.error("out of space or read-only on %s (request %s %s): %s", path, request.method,
+                         request.path, detail)
+        return error_response(507, [OUT_OF_SPACE_MESSAGE])
+
+    @app.errorhandler(OSError)
+    def _os_error(exc: OSError):
+        if exc.errno in OUT_OF_SPACE:
+            return out_of_space(exc.filename or app.config.get("STORAGE_ROOT"), exc.strerror)
+        db.session.rollback()
+        app.logger.exception("unhandled error on %s", request.path)
+        return error_response(500, [FRIENDLY[500]])
+
+    @app.errorhandler(sqlalchemy.exc.OperationalError)
+    def _db_error(exc: sqlalchemy.exc.OperationalError):
+        text = str(exc.orig).lower()
+        if "disk is full" in text or "readonly database" in text or "read-only" in text:
+            return out_of_space(app.config.get("SQLALCHEMY_DATABASE_URI"), str(exc.orig))
+        db.session.rollback()
+        app.logger.exception("unhandled error on %s", request.path)
+        return error_response(500, [FRIENDLY[500]])
