@@ -395,7 +395,9 @@ def worker_command(server: str, token: str, device: str | None, once: bool, drai
 
     use_private_umask()  # downloaded checkpoints and test data: owner only
     pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
-    with tempfile.TemporaryDirectory(prefix="podium-worker-") as tmp:
+    from leaderboard.scratch import worker_scratch
+
+    with worker_scratch() as tmp:  # removes the folders of workers that were killed (issue 9)
         cache_dir = cache or Path(tmp)
         cache_dir.mkdir(parents=True, exist_ok=True)
         worker = Worker(
