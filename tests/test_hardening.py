@@ -244,6 +244,8 @@ def test_organizer_login_is_rate_limited(site):
     ("\u0410lpha", "Cyrillic A looks like Latin A"),
     ("ALPHA", "case only"),
     ("A1pha", "digit one for l"),
+    ("AIpha", "capital I for l"),
+    ("Ａlpha", "full-width A"),
 ])
 def test_team_names_with_invisible_characters_or_look_alikes_are_refused(site, name, why):
     app, server = site()
