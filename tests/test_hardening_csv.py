@@ -7,7 +7,7 @@ import subprocess
 
 from conftest import PODIUM, noisy_predictions, write_submission
 
-HOSTILE = [" =HYPERLINK(\"http://evil.example\",\"x\")", "\n=1+1", "\r\n+SUM(A1)", "  @cmd", "\u3000-2+3",
+HOSTILE = [" =HYPERLINK(\"evil.example\",\"x\")", "\n=1+1", "\r\n+SUM(A1)", "  @cmd", "\u3000-2+3",
            "\uff1d1+1", "=plain"]
 HARMLESS = ["Owls - the sequel", "team 2"]
 
