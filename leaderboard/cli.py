@@ -36,13 +36,20 @@ def _competition_option(f):
               help="Most open connections at once (waitress); more wait in the listen queue.")
 @click.option("--channel-timeout", default=60, show_default=True, type=int,
               help="Seconds an idle or stalled connection is kept (waitress).")
+@click.option("--proxies", default=0, show_default=True, type=int,
+              help="Reverse proxies in front (nginx, Caddy): trust that many X-Forwarded-For/-Proto hops.")
+@click.option("--team-session-hours", default=7 * 24.0, show_default=True, type=float,
+              help="How long a team's browser login lasts (from the login, not renewed).")
+@click.option("--admin-session-hours", default=12.0, show_default=True, type=float,
+              help="How long the organizer's browser login lasts.")
 @click.option("--team-quota-mb", default=5000, show_default=True, type=int,
               help="Storage each team's uploads may take; 0 for no quota.")
 @click.option("--secure-cookies", is_flag=True, help="Mark the session cookie Secure (set this when serving behind HTTPS).")
 @click.option("--admin-token", envvar="PODIUM_ADMIN_TOKEN", default=None, help="Organizer token (default: generated into the instance folder).")
 @click.option("--worker-token", envvar="PODIUM_WORKER_TOKEN", default=None, help="Scoring workers' token (default: generated into the instance folder).")
 def serve_command(competition: str, db: str | None, instance: str | None, host: str, port: int, threads: int,
-                  connection_limit: int, channel_timeout: int, team_quota_mb: int,
+                  connection_limit: int, channel_timeout: int, proxies: int, team_session_hours: float,
+                  admin_session_hours: float, team_quota_mb: int,
                   secure_cookies: bool, admin_token: str | None, worker_token: str | None) -> int:
     """Run the leaderboard under waitress (a production WSGI server)."""
     from harness.filemodes import use_private_umask
@@ -61,6 +68,9 @@ def serve_command(competition: str, db: str | None, instance: str | None, host: 
     config["WORKER_TOKEN"] = worker_token or _instance_secret(instance_dir, "worker_token")
     config["SESSION_COOKIE_SECURE"] = secure_cookies
     config["TEAM_STORAGE_QUOTA"] = team_quota_mb * 1024 * 1024
+    config["TRUSTED_PROXIES"] = proxies
+    config["TEAM_SESSION_LIFETIME"] = team_session_hours * 3600
+    config["ADMIN_SESSION_LIFETIME"] = admin_session_hours * 3600
     app = create_app(config)
     from leaderboard.hardening import startup_sweep, warn_exposed_files
 

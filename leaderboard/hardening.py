@@ -20,6 +20,11 @@ def init_hardening(app: Flask) -> None:
     init_limits(app)
     install_gc(app)
     _out_of_space_is_507(app)
+    proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if proxies > 0:  # the client's address and scheme from the proxy's headers (rate limits, Secure)
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=0)
 
 
 def private_paths(app: Flask) -> list:

@@ -282,3 +282,18 @@ def test_podium_serve_refuses_an_admin_token_shorter_than_32_characters(tmp_path
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2, run.stderr
     assert "at least 32 characters" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_behind_a_proxy_the_limits_count_the_forwarded_address_and_otherwise_ignore_it(site):
+    def failures(server, forwarded_for):
+        return requests.post(f"{server.url}/api/submissions", headers={"Authorization": "Bearer 9.guess",
+                             "X-Forwarded-For": forwarded_for}, files={"file": ("a.csv", b"x")}, timeout=10).status_code
+
+    app, server = site(RATELIMIT_FAILED_PER_ADDRESS="3 per minute", RATELIMIT_FAILED_PER_ACCOUNT="1000 per minute",
+                       TRUSTED_PROXIES=1)
+    assert [failures(server, "10.0.0.1") for _ in range(4)] == [401, 401, 401, 429]
+    assert failures(server, "10.0.0.2") == 401  # another client behind the same proxy
+    server.stop()
+    app, direct = site(RATELIMIT_FAILED_PER_ADDRESS="3 per minute", RATELIMIT_FAILED_PER_ACCOUNT="1000 per minute")
+    codes = [failures(direct, f"10.0.0.{i}") for i in range(4)]  # a forged header does not reset the count
+    assert codes == [401, 401, 401, 429]
