@@ -177,3 +177,29 @@ def test_a_team_upload_still_works_through_the_gate(served, digits_competition, 
                       files={"file": ("s.csv", csv.read_bytes())}, timeout=30)
     assert r.status_code == 201, r.text
     assert r.json()["public_score"] > 0.5
+
+
+def test_the_middleware_refuses_from_the_headers_on_a_server_that_reads_bodies_lazily(tmp_path, digits_competition):
+    """gunicorn-style servers hand the body to the app unread; werkzeug's own server does the same."""
+    from werkzeug.serving import make_server
+
+    competition = tmp_path / "digits"
+    shutil.copytree(digits_competition.root, competition)
+    app = make_test_app(tmp_path, competition)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        for path, declared, expected in (("/api/submissions", GB, 413), ("/api/submissions", 100 * MB, 401),
+                                         ("/login", 100 * MB, 413)):
+            status, elapsed, held, answer = stream_post(url, path, {}, declared, 8 * MB)
+            assert status == expected, (path, answer[:300])
+            assert elapsed < 1.0 and held < MB, (path, elapsed, held)
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        with app.app_context():
+            from leaderboard.extensions import db
+
+            db.engine.dispose()

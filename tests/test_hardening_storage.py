@@ -139,3 +139,23 @@ def test_podium_gc_removes_orphans_and_refused_files_and_reports_them(tmp_path, 
     assert "removed 3 file(s)" in done.stdout, done.stdout
     assert "alpha/old-refused.csv (1000 bytes)" in done.stdout
     assert files_under(root) == {kept_path, "alpha/young.csv"}
+
+
+def test_a_checkpoint_a_worker_refuses_is_deleted_after_the_refusal(served):
+    app, server = served(WORKER_TOKEN="hardening-worker")
+    with app.app_context():
+        _, token = create_team("Alpha")
+    r = post(server.url, token, b"PK\x03\x04" + b"\x00" * 2000, "model.safetensors")  # a zip: a checkpoint to queue
+    assert r.status_code == 202, r.text
+    root = Path(app.config["STORAGE_ROOT"])
+    stored = {p for p in files_under(root) if not p.startswith(".incoming/")}
+    assert len(stored) == 1
+    worker = {"Authorization": "Bearer hardening-worker"}
+    job = requests.post(f"{server.url}/api/jobs/claim", json={"worker": "w1"}, headers=worker, timeout=10).json()
+    done = requests.post(f"{server.url}{job['result_url']}", json={"errors": ["not a safetensors file"]},
+                         headers={**worker, "X-Podium-Lease": job["lease"]}, timeout=10)
+    assert done.status_code == 200, done.text
+    assert {p for p in files_under(root) if not p.startswith(".incoming/")} == set()
+    with app.app_context():
+        sub = db.session.scalars(sa.select(Submission)).one()
+        assert sub.status == "refused" and sub.messages == ["not a safetensors file"] and len(sub.sha256) == 64
