@@ -84,9 +84,11 @@ def team_for_token(token: str) -> Team | None:
     # ASCII digits only, and a number an INTEGER column can hold: "\u00b2" passes str.isdigit() but
     # int() refuses it, a 20-digit id overflows SQLite; either was a 500 instead of a 401.
     if not dot or not re.fullmatch(r"[0-9]{1,18}", team_id):
+        g.podium_auth_failed = True  # a wrong token counts toward the rate limits (security.py)
         return None
     team = db.session.get(Team, int(team_id))
     if team is None or not check_password_hash(team.token_hash, token):
+        g.podium_auth_failed = True
         return None
     return team
 

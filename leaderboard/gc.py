@@ -8,6 +8,10 @@ has a quota.
   daily-limit race, a server killed mid-request) and leftovers in ``.incoming``. ``podium serve``
   sweeps them at start and ``podium gc`` on demand, both only for files older than a grace period
   (``--min-age``, default 60 minutes) so an upload in flight in another server process is spared.
+- An upload whose row is never written (it lost the daily-limit race under the lock, or failed)
+  has its file removed at once unless a submission refers to it. Known limit: the same team
+  uploading the same bytes at the same moment, one of them failing, can lose the other's file
+  before that one's row is written (its CSV is scored already; a checkpoint's job fails as ours).
 - Quota: ``TEAM_STORAGE_QUOTA`` bytes per team (``podium serve --team-quota-mb``, default 5000 MB);
   an upload that would take a team past it is refused with 413 and deleted.
 """

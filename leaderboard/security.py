@@ -11,12 +11,14 @@ with a valid token never meets them:
 - per address, over the whole site: ``RATELIMIT_FAILED_PER_ADDRESS`` (default ``20 per minute;
   200 per day``);
 - per account: the team login (the team name given), the organizer login, and a bearer token's
-  team id: ``RATELIMIT_FAILED_PER_ACCOUNT`` (default ``10 per minute; 100 per day``).
+  team id (one count over the upload and the read API, where a wrong token is answered 404):
+  ``RATELIMIT_FAILED_PER_ACCOUNT`` (default ``10 per minute; 100 per day``).
 
 Counters live in memory (``RATELIMIT_STORAGE_URI``, default ``memory://``), per server process: one
 waitress process (``podium serve``) shares them; several gunicorn workers each keep their own, so
 point ``RATELIMIT_STORAGE_URI`` at a shared store (``redis://...``) there. Behind a reverse proxy the
-address is the proxy's unless the app is wrapped in ``werkzeug.middleware.proxy_fix.ProxyFix``.
+address is the proxy's unless ``TRUSTED_PROXIES`` (``podium serve --proxies N``) wraps the app in
+``werkzeug.middleware.proxy_fix.ProxyFix``.
 """
 from __future__ import annotations
 
@@ -86,7 +88,9 @@ def _token_account() -> str:
 
 
 def _failed(response) -> bool:
-    return response.status_code == 401
+    """A failed authentication: a 401, or a wrong team token where the answer is a 404 (the read API
+    answers 404 rather than telling whether a submission exists)."""
+    return response.status_code == 401 or bool(g.get("podium_auth_failed"))
 
 
 def _per_account(limiter: Limiter, key_func):
@@ -115,13 +119,13 @@ def init_security(app: Flask) -> None:
     views = app.view_functions
     views["teams.login"] = _per_account(limiter, _login_account)(views["teams.login"])
     views["admin.login"] = _per_account(limiter, lambda: "organizer-login")(views["admin.login"])
-    token_limit = limiter.limit(
-        lambda: current_app.config["RATELIMIT_FAILED_PER_ACCOUNT"], key_func=_token_account,
+    token_limit = limiter.shared_limit(  # one count per team over every endpoint that takes its token
+        lambda: current_app.config["RATELIMIT_FAILED_PER_ACCOUNT"], scope="team-token", key_func=_token_account,
         override_defaults=False, deduct_when=_failed,
         exempt_when=lambda: not request.headers.get("Authorization"),
         error_message="Too many requests with a wrong token for this team; wait before trying again.",
     )
-    for endpoint in ("api.create_submission",):
+    for endpoint in ("api.create_submission", "api.submission", "api.team_submissions"):
         views[endpoint] = token_limit(views[endpoint])
 
 

@@ -297,3 +297,14 @@ def test_behind_a_proxy_the_limits_count_the_forwarded_address_and_otherwise_ign
     app, direct = site(RATELIMIT_FAILED_PER_ADDRESS="3 per minute", RATELIMIT_FAILED_PER_ACCOUNT="1000 per minute")
     codes = [failures(direct, f"10.0.0.{i}") for i in range(4)]  # a forged header does not reset the count
     assert codes == [401, 401, 401, 429]
+
+
+def test_token_guesses_on_the_read_api_count_too_though_it_answers_404(site):
+    app, server = site(RATELIMIT_FAILED_PER_ACCOUNT="3 per minute", RATELIMIT_FAILED_PER_ADDRESS="1000 per minute")
+    with app.app_context():
+        team, token = create_team("Alpha")
+    guess = {"Authorization": f"Bearer {team.id}.guess"}
+    codes = [requests.get(f"{server.url}/api/teams/{team.slug}/submissions", headers=guess, timeout=10).status_code
+             for _ in range(4)]
+    assert codes == [404, 404, 404, 429], codes
+    assert requests.get(f"{server.url}/api/submissions/1", headers=guess, timeout=10).status_code == 429
