@@ -194,4 +194,7 @@ def build_competition(
     facts = {"train_images": len(data.train_images), "test_images": len(images),
              "image_size": data.train_images.shape[1], "hidden_test": hidden_test}
     write_description(directory, dataset, data.title, data.classes, facts)
+    from harness.filemodes import make_private  # the answers: 0700 folder, 0600 files (issue 9)
+
+    make_private(directory / "private")
     return load_competition(directory)

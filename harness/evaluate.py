@@ -88,9 +88,16 @@ def evaluate_folder(
     return result
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # and their full-width forms
+LEADING_BLANKS = " \t\r\n\x0b\x0c\u00a0\u3000"
+
+
 def formula_safe(cell: str) -> str:
-    """A CSV cell that spreadsheets will not run as a formula."""
-    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
+    """A CSV cell that spreadsheets will not run as a formula: one starting with a formula character,
+    also after leading spaces or line breaks (spreadsheets skip them), or with a tab or line break."""
+    if cell[:1] in ("\t", "\r", "\n") or cell.lstrip(LEADING_BLANKS)[:1] in FORMULA_STARTS:
+        return "'" + cell
+    return cell
 
 
 def write_leaderboard_csv(evaluation: Evaluation, path: str | Path) -> None:

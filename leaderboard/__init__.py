@@ -135,3 +135,7 @@ def _register_blueprints(app: Flask) -> None:
     from leaderboard.jobs_api import jobs_api
 
     app.register_blueprint(jobs_api)
+    # --- hardening (issue 9): headers, rate limits, session checks, body limits ---
+    from leaderboard.hardening import init_hardening
+
+    init_hardening(app)

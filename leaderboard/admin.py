@@ -21,8 +21,9 @@ def login():
     error = None
     if request.method == "POST":
         if check_admin_token(request.form.get("token", "")):
-            session.clear()
-            session["admin"] = True
+            from leaderboard.sessions import start_admin_session
+
+            start_admin_session()
             return redirect(_safe_next(request.args.get("next") or url_for("admin.index")))
         error = "That is not the organizer token."
     return render_template("admin_login.html", error=error), (401 if error else 200)
@@ -30,6 +31,10 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    from leaderboard.auth import is_admin
+
+    if is_admin():
+        services.end_organizer_sessions()
     session.clear()
     return redirect(url_for("board.index"))
 

@@ -51,9 +51,11 @@ def team_for_token(token: str) -> Team | None:
     # ASCII digits only, and a number an INTEGER column can hold: "\u00b2" passes str.isdigit() but
     # int() refuses it, a 20-digit id overflows SQLite; either was a 500 instead of a 401.
     if not dot or not re.fullmatch(r"[0-9]{1,18}", team_id):
+        g.podium_auth_failed = True  # a wrong token counts toward the rate limits (security.py)
         return None
     team = db.session.get(Team, int(team_id))
     if team is None or not check_password_hash(team.token_hash, token):
+        g.podium_auth_failed = True
         return None
     return team
 
@@ -114,25 +116,35 @@ def require_team_token(view: Callable) -> Callable:
 
 
 def login_team(team: Team) -> None:
-    session.clear()
-    session["team_id"] = team.id
-    session.permanent = True
+    from leaderboard.sessions import start_team_session
+
+    start_team_session(team)
 
 
 def logout() -> None:
+    from leaderboard.services import end_team_sessions
+
+    team = session_team()
+    if team is not None:
+        end_team_sessions(team.id)
     session.clear()
 
 
 def session_team() -> Team | None:
     """The team logged in through the browser, or None (cached on ``g`` for the request)."""
     if "session_team" not in g:
+        from leaderboard.sessions import team_session_valid
+
         team_id = session.get("team_id")
-        g.session_team = db.session.get(Team, team_id) if isinstance(team_id, int) else None
+        team = db.session.get(Team, team_id) if isinstance(team_id, int) else None
+        g.session_team = team if team_session_valid(team) else None
     return g.session_team
 
 
 def is_admin() -> bool:
-    return bool(session.get("admin")) or _same(bearer_token(), current_app.config.get("ADMIN_TOKEN"))
+    from leaderboard.sessions import admin_session_valid
+
+    return admin_session_valid() or _same(bearer_token(), current_app.config.get("ADMIN_TOKEN"))
 
 
 def check_admin_token(token: str) -> bool:

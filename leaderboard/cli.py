@@ -30,29 +30,61 @@ def _competition_option(f):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--threads", default=8, show_default=True, type=int, help="waitress worker threads.")
+@click.option("--connection-limit", default=500, show_default=True, type=int,
+              help="Most open connections at once (waitress); more wait in the listen queue.")
+@click.option("--channel-timeout", default=60, show_default=True, type=int,
+              help="Seconds an idle or stalled connection is kept (waitress).")
+@click.option("--proxies", default=None, type=int,
+              help="Reverse proxies in front (nginx, Caddy): trust that many X-Forwarded-For/-Proto hops [default: 0].")
+@click.option("--team-session-hours", default=None, type=float,
+              help="How long a team's browser login lasts (from the login, not renewed) [default: 168].")
+@click.option("--admin-session-hours", default=None, type=float,
+              help="How long the organizer's browser login lasts [default: 12].")
+@click.option("--team-quota-mb", default=None, type=int,
+              help="Storage each team's uploads may take; 0 for no quota [default: 5000].")
 @click.option("--secure-cookies", is_flag=True, help="Mark the session cookie Secure (set this when serving behind HTTPS).")
 @click.option("--admin-token", envvar="PODIUM_ADMIN_TOKEN", default=None, help="Organizer token (default: generated into the instance folder).")
 @click.option("--worker-token", envvar="PODIUM_WORKER_TOKEN", default=None, help="Scoring workers' token (default: generated into the instance folder).")
 def serve_command(competition: str, db: str | None, instance: str | None, host: str, port: int, threads: int,
+                  connection_limit: int, channel_timeout: int, proxies: int | None,
+                  team_session_hours: float | None, admin_session_hours: float | None, team_quota_mb: int | None,
                   secure_cookies: bool, admin_token: str | None, worker_token: str | None) -> int:
     """Run the leaderboard under waitress (a production WSGI server)."""
-    from waitress import serve
-
+    from harness.filemodes import use_private_umask
     from leaderboard import _instance_secret, create_app
+    from leaderboard.limits import gated_waitress_server
+
+    use_private_umask()  # the instance folder, database, secrets and storage: owner only
 
     config = _config(competition, db, instance)
+    if admin_token is not None:
+        from leaderboard.security import check_admin_token_strength
+
+        check_admin_token_strength(admin_token)
     instance_dir = Path(config["INSTANCE_PATH"]).resolve()
     config["ADMIN_TOKEN"] = admin_token or _instance_secret(instance_dir, "admin_token")
     config["WORKER_TOKEN"] = worker_token or _instance_secret(instance_dir, "worker_token")
     if secure_cookies:  # otherwise PODIUM_SECURE_COOKIES or the default (leaderboard/config.py)
         config["SESSION_COOKIE_SECURE"] = True
+    # Given options win; otherwise the environment or the default (leaderboard/config.py).
+    for key, value in (("TEAM_STORAGE_QUOTA", team_quota_mb * 2**20 if team_quota_mb is not None else None),
+                       ("TRUSTED_PROXIES", proxies),
+                       ("TEAM_SESSION_LIFETIME", team_session_hours * 3600 if team_session_hours is not None else None),
+                       ("ADMIN_SESSION_LIFETIME", admin_session_hours * 3600 if admin_session_hours is not None else None)):
+        if value is not None:
+            config[key] = value
     app = create_app(config)
+    from leaderboard.hardening import startup_sweep, warn_exposed_files
+
+    warn_exposed_files(app, click.echo)
+    startup_sweep(app, click.echo)
     if not admin_token:
         click.echo(f"organizer token: in {instance_dir / 'admin_token'} (log in at /admin/login)")
     if not worker_token:
         click.echo(f"worker token:    in {instance_dir / 'worker_token'} (podium worker --token ...)")
     click.echo(f"podium leaderboard on http://{host}:{port}/  (Ctrl-C to stop)")
-    serve(app, host=host, port=port, threads=threads, ident="podium")
+    gated_waitress_server(app, host, port, threads, connection_limit=connection_limit,
+                          channel_timeout=channel_timeout).run()  # body limits before reading: limits.py
     return 0
 
 
@@ -66,7 +98,10 @@ def team_group() -> None:
 @_competition_option
 def team_add(name: str, competition: str, db: str | None, instance: str | None) -> int:
     """Create a team and print its token (shown once: only a hash is stored)."""
+    from harness.filemodes import use_private_umask
     from leaderboard import create_app
+
+    use_private_umask()
     from leaderboard.services import create_team
 
     app = create_app(_config(competition, db, instance))

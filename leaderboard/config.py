@@ -47,6 +47,20 @@ class Config:
                                  "Claims of one checkpoint before it fails for good (our failure: not counted).", int)
     session_cookie_secure: bool = _key(False, "PODIUM_SECURE_COOKIES",
                                        "Mark the session cookie Secure (serve behind HTTPS).", _flag)
+    team_storage_quota: int = _key(5000 * 2**20, "PODIUM_TEAM_STORAGE_QUOTA",
+                                   "Bytes of stored submissions per team; past it an upload is a 413 (0: no quota).", int)
+    team_session_lifetime: float = _key(7 * 24 * 3600.0, "PODIUM_TEAM_SESSION_SECONDS",
+                                        "Seconds a team's browser session lasts from its login (not renewed on use).", float)
+    admin_session_lifetime: float = _key(12 * 3600.0, "PODIUM_ADMIN_SESSION_SECONDS",
+                                         "Seconds an organizer's browser session lasts from its login.", float)
+    trusted_proxies: int = _key(0, "PODIUM_TRUSTED_PROXIES",
+                                "Reverse proxies in front whose X-Forwarded-For/-Proto hops are trusted.", int)
+    ratelimit_failed_per_address: str = _key("20 per minute; 200 per day", "PODIUM_RATELIMIT_PER_ADDRESS",
+                                             "Failed logins and token uses allowed per client address.")
+    ratelimit_failed_per_account: str = _key("10 per minute; 100 per day", "PODIUM_RATELIMIT_PER_ACCOUNT",
+                                             "Failed logins and token uses allowed per team or organizer account.")
+    ratelimit_storage_uri: str = _key("memory://", "PODIUM_RATELIMIT_STORAGE_URI",
+                                      "Flask-Limiter's counter storage; per process unless shared (e.g. redis://).")
     now: Callable | None = _key(None, None, "Tests only: a callable returning the current UTC time.")
 
     @classmethod

@@ -143,6 +143,9 @@ class BackgroundServer:
             self.server = create_server(app, host=host, port=port, threads=8, ident="podium")
         except OSError as exc:
             raise PodiumError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another with --port.") from None
+        from leaderboard.limits import gate_waitress
+
+        gate_waitress(self.server, app)  # bodies checked from their headers, as podium serve does
         self.port = self.server.effective_port
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="waitress", daemon=True)

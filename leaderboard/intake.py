@@ -185,32 +185,40 @@ def accept(team: Team, upload: Upload) -> Submission:
     history = check_history(upload.history)
     team_id = team.id
     _check_limit(team_id, now(), competition.daily_limit)  # cheap early answer; no file kept for nothing
+    from leaderboard.gc import check_quota, discard_unreferenced  # issue 9: storage quota, no orphans
+
+    check_quota(team)
     stored = store_file(team, upload.stream(), competition)
+    check_quota(team, stored)
     # Parse before taking the write lock: the lock is held only to count and insert.
     parsed = parse_stored_csv(stored.relative) if stored.kind == "csv" else None
     when = now()
-    with write_transaction(lock_team_id=team_id):
-        _check_limit(team_id, when, competition.daily_limit)
-        submission = Submission(
-            team_id=team_id,
-            kind=stored.kind,
-            original_name=os.path.basename(upload.filename or "")[:255],
-            sha256=stored.sha256,
-            stored_path=stored.relative,
-            note=(upload.note or "").strip()[:MAX_NOTE_CHARS],
-            history_csv=history,
-            status=SubmissionStatus.QUEUED,
-            messages=[],
-            created_at=when,
-            late=competition.is_late(when),
-            counts_toward_limit=True,
-        )
-        db.session.add(submission)
-        db.session.flush()
-        if parsed is not None:
-            record_csv(submission, parsed)
-        else:
-            enqueue(submission)
+    try:
+        with write_transaction(lock_team_id=team_id):
+            _check_limit(team_id, when, competition.daily_limit)
+            submission = Submission(
+                team_id=team_id,
+                kind=stored.kind,
+                original_name=os.path.basename(upload.filename or "")[:255],
+                sha256=stored.sha256,
+                stored_path=stored.relative,
+                note=(upload.note or "").strip()[:MAX_NOTE_CHARS],
+                history_csv=history,
+                status=SubmissionStatus.QUEUED,
+                messages=[],
+                created_at=when,
+                late=competition.is_late(when),
+                counts_toward_limit=True,
+            )
+            db.session.add(submission)
+            db.session.flush()
+            if parsed is not None:
+                record_csv(submission, parsed)
+            else:
+                enqueue(submission)
+    except BaseException:
+        discard_unreferenced(stored.relative)  # e.g. the daily-limit race lost under the lock
+        raise
     return submission
 
 

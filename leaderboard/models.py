@@ -43,6 +43,8 @@ class Team(db.Model):
     name: Mapped[str] = mapped_column(sa.String(100), unique=True)
     slug: Mapped[str] = mapped_column(sa.String(100), unique=True)
     token_hash: Mapped[str] = mapped_column(sa.String(256))
+    # Bumped on logout and token rotation: every browser session opened before ends (leaderboard/sessions.py).
+    session_version: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=wall_clock_utc)
 
     submissions: Mapped[list["Submission"]] = relationship(back_populates="team", lazy="raise_on_sql")

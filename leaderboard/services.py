@@ -11,8 +11,10 @@ from leaderboard.extensions import db
 from leaderboard.intake import parse_stored_csv
 from leaderboard.jobs import requeue
 from leaderboard.models import Submission, Team
+from leaderboard.names import check_team_name
 from leaderboard.ranking import best_first, bump_board_version, ranked_filter, set_revealed
 from leaderboard.recording import record_csv
+from leaderboard.sessions import revoke_admin_sessions, revoke_team_sessions
 from leaderboard.state import current_competition
 from leaderboard.transactions import write_transaction
 
@@ -31,6 +33,7 @@ def create_team(name: str) -> tuple[Team, str]:
     with write_transaction():
         if db.session.scalar(sa.select(Team.id).where(Team.name == name)) is not None:
             raise PodiumError(f"A team named {name!r} already exists.")
+        check_team_name(name)  # no invisible characters, no look-alike of an existing name
         team = Team(name=name, slug=unique_slug(name), token_hash="!")
         db.session.add(team)
         db.session.flush()
@@ -41,15 +44,28 @@ def create_team(name: str) -> tuple[Team, str]:
 
 
 def reset_token(team_id: int) -> tuple[Team, str]:
-    """A new token for the team (the old one stops working). Commits."""
+    """A new token for the team (the old one, and every session opened with it, stop working). Commits."""
     with write_transaction():
         team = db.session.get(Team, team_id)
         if team is None:
             raise PodiumError("There is no such team.")
         token = f"{team.id}.{new_secret()}"
         team.token_hash = hash_token(token)
+        revoke_team_sessions(team.id)
     db.session.refresh(team)
     return team, token
+
+
+def end_team_sessions(team_id: int) -> None:
+    """Every browser session of the team ends (logout). Commits."""
+    with write_transaction():
+        revoke_team_sessions(team_id)
+
+
+def end_organizer_sessions() -> None:
+    """Every organizer session ends (admin logout). Commits."""
+    with write_transaction():
+        revoke_admin_sessions()
 
 
 def finals_candidates(team_id: int) -> list[Submission]:

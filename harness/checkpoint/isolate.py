@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import harness
+from harness.checkpoint.lifeline import die_with_parent
 from harness.errors import CheckpointError, PodiumError
 
 
@@ -70,6 +71,7 @@ def run_child(job: dict, workdir: Path, timeout_s: float, num_images: int, num_c
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=die_with_parent(),  # killed with its parent, even by SIGKILL (lifeline.py)
     )
     try:
         returncode = proc.wait(timeout=timeout_s)

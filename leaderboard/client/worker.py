@@ -417,8 +417,13 @@ def worker_command(server: str, token: str, device: str | None, once: bool, drai
     if name is not None and not WORKER_NAME.match(name):
         raise click.BadParameter("use 1-100 letters, digits or . _ @ : + -", param_hint="--name")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from harness.filemodes import use_private_umask
+
+    use_private_umask()  # downloaded checkpoints and test data: owner only
     pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
-    with tempfile.TemporaryDirectory(prefix="podium-worker-") as tmp:
+    from leaderboard.client.scratch import worker_scratch
+
+    with worker_scratch() as tmp:  # removes the folders of workers that were killed (issue 9)
         cache_dir = cache or Path(tmp)
         cache_dir.mkdir(parents=True, exist_ok=True)
         worker = Worker(
