@@ -33,7 +33,7 @@ COMMANDS = {
     "db": ("leaderboard.dbadmin", "db_group", "The leaderboard database's schema (upgrade, current, revision)."),
     "backup": ("leaderboard.backup", "backup_command", "Write a consistent backup of a leaderboard instance."),
     "restore": ("leaderboard.backup", "restore_command", "Restore a leaderboard instance from a backup."),
-    "gc": ("leaderboard.gc", "gc_command", "Remove stored files no submission keeps (refused, orphaned)."),
+    "gc": ("leaderboard.cli", "gc_command", "Remove stored files no submission keeps (refused, orphaned)."),
     "demo": ("leaderboard.demo", "demo_command", "Build, train, submit and serve a living demo board."),
 }
 

@@ -122,11 +122,7 @@ def login_team(team: Team) -> None:
 
 
 def logout() -> None:
-    from leaderboard.services import end_team_sessions
-
-    team = session_team()
-    if team is not None:
-        end_team_sessions(team.id)
+    """Forget this browser's login; the view ends the team's sessions first (services.end_team_sessions)."""
     session.clear()
 
 

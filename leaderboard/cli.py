@@ -134,3 +134,28 @@ def team_list(competition: str, db: str | None, instance: str | None) -> int:
         if not rows:
             click.echo("no teams yet: podium team add NAME --competition DIR")
     return 0
+
+
+@click.command("gc")
+@click.option("--competition", "competition", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The competition directory (with competition.toml).")
+@click.option("--db", default=None, help="SQLAlchemy database URL (default: SQLite in the instance folder).")
+@click.option("--instance", type=click.Path(file_okay=False), default=None, help="Instance folder; default ./instance.")
+@click.option("--min-age", default=60.0, show_default=True, type=float,
+              help="Minutes a file must be old before it is removed (spares uploads in flight).")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def gc_command(competition: str, db: str | None, instance: str | None, min_age: float, dry_run: bool) -> int:
+    """Remove stored files no submission keeps: refused uploads, orphans of interrupted requests."""
+    from harness.filemodes import use_private_umask
+    from leaderboard import create_app
+    from leaderboard.gc import sweep_orphans
+
+    use_private_umask()
+    app = create_app(_config(competition, db, instance))
+    with app.app_context():
+        swept = sweep_orphans(min_age * 60, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for relative, size in swept.removed:
+        click.echo(f"{verb} {relative} ({size} bytes)")
+    click.echo(f"{verb} {len(swept.removed)} file(s), {swept.bytes / 2**20:.1f} MiB")
+    return 0

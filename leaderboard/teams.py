@@ -38,6 +38,9 @@ def login():
 
 @bp.post("/logout")
 def logout_view():
+    team = session_team()
+    if team is not None:
+        services.end_team_sessions(team.id)  # every session of the team ends, copied cookies too
     logout()
     return redirect(url_for("board.index"))
 
