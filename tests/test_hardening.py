@@ -275,7 +275,7 @@ def test_ordinary_distinct_names_are_still_accepted(site):
 def test_podium_serve_refuses_an_admin_token_shorter_than_32_characters(tmp_path, digits_competition):
     import subprocess
 
-    from conftest import PODIUM
+    from tests.conftest import PODIUM
 
     run = subprocess.run([*PODIUM, "serve", "--competition", str(digits_competition.root), "--instance",
                           str(tmp_path / "inst"), "--admin-token", "x" * 31, "--port", "0"],

@@ -166,7 +166,7 @@ def test_chunked_bodies_are_refused_unauthenticated_and_cut_off_at_the_limit(ser
 
 
 def test_a_team_upload_still_works_through_the_gate(served, digits_competition, digits_solution, tmp_path):
-    from conftest import noisy_predictions, write_submission
+    from tests.conftest import noisy_predictions, write_submission
 
     app, server = served()
     with app.app_context():

@@ -65,8 +65,11 @@ def _when(text: str) -> dt.datetime:
 
 @pytest.fixture
 def v01_instance(tmp_path, digits_competition) -> Path:
-    """A copy of the 0.1 instance, for the competition it was made for (checked by its file hashes)."""
+    """A copy of the 0.1 instance, for the competition it was made for (checked by its data files' hashes:
+    competition.toml is written anew by each release, with new settings at their defaults)."""
     for name, digest in RECORD["competition"]["sha256"].items():
+        if name == "competition.toml":
+            continue
         assert hashlib.sha256((digits_competition.root / name).read_bytes()).hexdigest() == digest, name
     instance = tmp_path / "instance"
     shutil.copytree(V01, instance)
