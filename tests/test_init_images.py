@@ -341,3 +341,18 @@ def test_the_readme_loading_snippet_runs(tmp_path, monkeypatch):
     images, labels = next(iter(namespace["loader"]))
     assert images.shape[1:] == (3, 24, 24)
     assert [i for i, _ in namespace["test"]] == list(load_solution(comp).ids)
+
+
+def test_the_cli_builds_digits_with_a_hidden_test_set_and_refuses_misplaced_options(tmp_path):
+    done = subprocess.run([*PODIUM, "init", "digits", "--root", str(tmp_path), "--hidden-test"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "the hidden test images" in done.stdout and "test.npz" not in done.stdout.split("keep private")[0]
+    comp = load_competition(tmp_path / "digits")
+    assert comp.hidden_test and (tmp_path / "digits" / "private" / "test.npz").is_file()
+    done = subprocess.run([*PODIUM, "init", "digits", "--root", str(tmp_path / "x"), "--skip-bad", "--image-size", "32"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "--image-size, --skip-bad only apply to `podium init images`" in done.stderr
+    done = subprocess.run([*PODIUM, "init", "images", "--root", str(tmp_path / "y")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "needs --train, --test, --labels, --name" in done.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

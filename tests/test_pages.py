@@ -65,3 +65,20 @@ def test_public_files_are_hashed_and_private_never_listed(tmp_path):
     (comp.root / "public" / "sample_submission.csv").write_text("id,label\n")
     again = {f.path: f for f in public_files(comp, cache)}
     assert again["sample_submission.csv"].sha256 == hashlib.sha256(b"id,label\n").hexdigest()
+
+
+def test_init_writes_a_real_description_and_keeps_the_organizers(tmp_path):
+    from harness.datasets import CIFAR10_CLASSES
+    from harness.description import description_markdown
+
+    text = description_markdown("cifar10", "CIFAR-10 image classification", CIFAR10_CLASSES,
+                                {"train_images": 50000, "test_images": 10000, "image_size": 32, "hidden_test": True})
+    assert text.startswith("# CIFAR-10 image classification") and "airplane, automobile" in text
+    assert "50,000 training images and 10,000 test images, 32 x 32" in text and "Krizhevsky" in text
+    assert "**hidden**" in text and "<" not in text  # a finished page, no skeleton placeholders
+    comp = build_competition("digits", tmp_path, name="d")
+    digits = comp.description_path.read_text()
+    assert digits.startswith("# Handwritten digits") and "1,797" in digits and "<" not in digits
+    comp.description_path.write_text("# Ours\n", encoding="utf-8")
+    build_competition("digits", tmp_path, name="d", seed=3)  # a rebuild keeps the organizer's page
+    assert comp.description_path.read_text() == "# Ours\n"

@@ -5,12 +5,14 @@ Entry points (torch is imported only where a model is built or run, never by thi
 - ``save_checkpoint(model_or_state_dict, path, *, library, arch, num_classes, input_size=None,
   mean=None, std=None) -> Path``: write a checkpoint with its card (``card.py``).
 - ``predict_checkpoint(path, competition, device=None) -> np.ndarray``: int64 class indices in
-  ``public/test.npz`` row order. Raises ``CheckpointError`` (a ``SubmissionError``) for every
+  solution row order, on the competition's test set wherever it is (``test.npz``, or an image
+  folder the child decodes a batch at a time; in ``private/`` for a hidden test set). Raises ``CheckpointError`` (a ``SubmissionError``) for every
   refusal, timeout, crash or out-of-memory, and ``InferenceEnvironmentError`` (a ``PodiumError``,
   the organizer's problem, e.g. ``device="cuda"`` on a machine without one).
 - ``predict_images(path, images, competition, device=None, batch_size=None) -> np.ndarray``: the
   same for a uint8 ``[M,H,W,3]`` array, for a scoring worker that got test.npz from the server.
-- ``inspect_checkpoint(path, competition)`` + ``run_inspected(...) -> ChildResult`` (predictions
+- ``inspect_checkpoint(path, competition)`` + ``run_inspected(...)`` or ``run_on_test_set(...)``
+  ``-> ChildResult`` (predictions
   and run info: device, network isolation, memory cap, images/s) for callers that want both steps.
 - ``pack_checkpoint(src, dst, *, library, arch, ...)``: ``podium pack``, a ``.pt/.pth`` state dict
   read with ``torch.load(weights_only=True)`` (never retried without) -> ``.safetensors``.
@@ -36,6 +38,7 @@ from harness.checkpoint.predict import (
     predict_checkpoint,
     predict_images,
     run_inspected,
+    run_on_test_set,
 )
 
 __all__ = [
@@ -48,5 +51,6 @@ __all__ = [
     "pack_checkpoint",
     "predict_images",
     "run_inspected",
+    "run_on_test_set",
     "save_checkpoint",
 ]

@@ -23,8 +23,8 @@ from harness.checkpoint.isolate import ChildResult, run_child
 from harness.checkpoint.policy import InputSpec, check_card, check_file_size
 from harness.checkpoint.safefile import SafetensorsHeader, read_safetensors_header
 from harness.competition import Competition, load_npz
-from harness.imagefolder import held_out_image_files
 from harness.errors import CheckpointError
+from harness.imagefolder import held_out_image_files
 from harness.sniff import PICKLE_PROTO, ZIP_MAGIC
 
 PACK_HINT = (
