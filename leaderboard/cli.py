@@ -29,13 +29,17 @@ def _competition_option(f):
 @_competition_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--threads", default=8, show_default=True, type=int, help="waitress worker threads.")
+@click.option("--threads", default=8, show_default=True, type=int, help="Worker threads (per process with --processes).")
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Server processes: above 1, gunicorn with that many worker processes (Linux); 1: waitress.")
+@click.option("--access-log", default=None, help="With --processes: gunicorn's access log file ('-' for stdout).")
 @click.option("--secure-cookies", is_flag=True, help="Mark the session cookie Secure (set this when serving behind HTTPS).")
 @click.option("--admin-token", envvar="PODIUM_ADMIN_TOKEN", default=None, help="Organizer token (default: generated into the instance folder).")
 @click.option("--worker-token", envvar="PODIUM_WORKER_TOKEN", default=None, help="Scoring workers' token (default: generated into the instance folder).")
 def serve_command(competition: str, db: str | None, instance: str | None, host: str, port: int, threads: int,
+                  processes: int, access_log: str | None,
                   secure_cookies: bool, admin_token: str | None, worker_token: str | None) -> int:
-    """Run the leaderboard under waitress (a production WSGI server)."""
+    """Run the leaderboard under waitress (a production WSGI server), or gunicorn with --processes N."""
     from waitress import serve
 
     from leaderboard import _instance_secret, create_app
@@ -46,6 +50,15 @@ def serve_command(competition: str, db: str | None, instance: str | None, host: 
     config["WORKER_TOKEN"] = worker_token or _instance_secret(instance_dir, "worker_token")
     if secure_cookies:  # otherwise PODIUM_SECURE_COOKIES or the default (leaderboard/config.py)
         config["SESSION_COOKIE_SECURE"] = True
+    if processes > 1:  # gunicorn: each worker process builds its own app (leaderboard/serving.py)
+        from leaderboard.serving import serve_processes
+
+        click.echo(f"podium leaderboard on http://{host}:{port}/  ({processes} processes x {threads} threads; "
+                   f"organizer and worker tokens in {instance_dir} unless given; Ctrl-C to stop)")
+        serve_processes(config, host, port, processes, threads, access_log=access_log)
+        return 0
+    if access_log:
+        raise click.UsageError("--access-log goes with --processes N (gunicorn's access log)")
     app = create_app(config)
     if not admin_token:
         click.echo(f"organizer token: in {instance_dir / 'admin_token'} (log in at /admin/login)")
