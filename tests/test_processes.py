@@ -210,3 +210,16 @@ def test_four_processes_share_the_limit_the_reveal_and_the_job_queue(
         stop(server, workers)
         out.close()
     assert server.returncode == 0, (tmp_path / "server.out").read_text()[-3000:]
+
+
+def test_access_log_without_processes_is_a_usage_error(tmp_path, digits_competition):
+    run = subprocess.run([*PODIUM, "serve", "--competition", str(digits_competition.root), "--instance",
+                          str(tmp_path / "instance"), "--access-log", "-"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--access-log goes with --processes" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_processes_must_be_at_least_one(tmp_path, digits_competition):
+    run = subprocess.run([*PODIUM, "serve", "--competition", str(digits_competition.root), "--instance",
+                          str(tmp_path / "instance"), "--processes", "0"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--processes" in run.stderr
