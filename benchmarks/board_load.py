@@ -1,6 +1,7 @@
 """Leaderboard under bounded load on 127.0.0.1: podium's board against the naive way, same run.
 
     .venv/bin/python benchmarks/board_load.py [--teams 300] [--per-team 30] [--seconds 8]
+    .venv/bin/python benchmarks/board_load.py --db postgresql [--processes 4]
 
 Seeds a real SQLite database with TEAMS x PER_TEAM scored submissions on the digits competition,
 then runs the app under waitress in a separate process twice:
@@ -10,6 +11,11 @@ then runs the app under waitress in a separate process twice:
   board after a new score).
 Against each it measures (a) GET / with CONCURRENCY keep-alive clients for at most SECONDS
 (requests/s, p50, p99), and (b) CSV upload + score through POST /api/submissions.
+
+With ``--db postgresql`` the same run compares, instead of podium against the naive way, podium in
+one process on SQLite (waitress, the default deployment) against ``podium serve --processes N``
+(gunicorn, N worker processes) on a throwaway PostgreSQL cluster that the benchmark starts itself
+(tests/pg.py's cluster, from the Debian ``postgresql`` package's binaries) and stops at the end.
 """
 from __future__ import annotations
 
@@ -75,7 +81,7 @@ def serve(args) -> None:
 
 # --- seeding ------------------------------------------------------------------------------------
 
-def seed(competition_dir: Path, instance: Path, teams: int, per_team: int) -> list[str]:
+def seed(competition_dir: Path, instance: Path, teams: int, per_team: int, db_url: str | None = None) -> list[str]:
     """TEAMS teams with PER_TEAM scored submissions each (spread over past days); upload tokens."""
     import sqlalchemy as sa
     from tqdm import tqdm
@@ -87,7 +93,8 @@ def seed(competition_dir: Path, instance: Path, teams: int, per_team: int) -> li
     from leaderboard.extensions import db
     from leaderboard.models import Submission, Team
 
-    app = create_app({"COMPETITION_DIR": str(competition_dir), "INSTANCE_PATH": str(instance)})
+    app = create_app({"COMPETITION_DIR": str(competition_dir), "INSTANCE_PATH": str(instance),
+                      **({"SQLALCHEMY_DATABASE_URI": db_url} if db_url else {})})
     competition = load_competition(competition_dir)
     solution = load_solution(competition)
     truth = np.where(solution.labels < 0, 0, solution.labels)
@@ -114,6 +121,7 @@ def seed(competition_dir: Path, instance: Path, teams: int, per_team: int) -> li
         db.session.execute(sa.insert(Submission), rows)
         db.session.commit()
         tokens = [create_team(f"uploader {i}")[1] for i in range(4)]
+        db.engine.dispose()
     return tokens
 
 
@@ -212,7 +220,10 @@ def main() -> None:
     parser.add_argument("--per-team", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=4, help="waitress threads")
+    parser.add_argument("--threads", type=int, default=4, help="waitress threads (per process under gunicorn)")
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="postgresql: SQLite in one process against PostgreSQL with --processes, same run")
+    parser.add_argument("--processes", type=int, default=4, help="gunicorn processes on PostgreSQL")
     args = parser.parse_args()
     if args.cmd == "serve":
         serve(args)
@@ -229,6 +240,9 @@ def main() -> None:
         solution = load_solution(competition)
         truth = np.where(solution.labels < 0, 0, solution.labels)
         csv_body = ("id,label\n" + "".join(f"{i},{int(p)}\n" for i, p in zip(solution.ids, truth))).encode()
+        if args.db == "postgresql":
+            postgres_run(args, work, competition.root, csv_body)
+            return
         results = {}
         for mode in ("podium", "naive"):
             instance = work / f"instance-{mode}"
@@ -261,6 +275,70 @@ def main() -> None:
         print(json.dumps(results, indent=1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args, port: int, tokens: list[str], csv_body: bytes) -> dict:
+    wait_up(port)
+    run_load(port, get_board, 1, 1.0, 20)  # warm up
+    board = run_load(port, get_board, args.concurrency, args.seconds, 20000)
+    uploads = run_load(port, upload_request(tokens, csv_body), args.concurrency, args.seconds, 2000)
+    return {"board": board, "upload": uploads}
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()  # SIGTERM: waitress stops, gunicorn's master stops its workers gracefully
+    try:
+        server.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=10)
+
+
+def postgres_run(args, work: Path, competition_root: Path, csv_body: bytes) -> None:
+    """SQLite in one process (waitress) against PostgreSQL with ``--processes`` (gunicorn), same run."""
+    from tests.pg import MISSING, postgres_bin, start_cluster, stop_cluster
+
+    if postgres_bin() is None:
+        raise SystemExit(MISSING)
+    load_before = os.getloadavg()
+    cluster = start_cluster()
+    results = {}
+    try:
+        for label in ("sqlite", "postgresql"):
+            instance = work / f"instance-{label}"
+            db_url = cluster.create_database() if label == "postgresql" else None
+            tokens = seed(competition_root, instance, args.teams, args.per_team, db_url)
+            port = free_port()
+            if label == "sqlite":
+                argv = [sys.executable, __file__, "serve", "--mode", "podium", "--competition", str(competition_root),
+                        "--instance", str(instance), "--port", str(port), "--threads", str(args.threads)]
+            else:
+                argv = [sys.executable, "-m", "podium_cli", "serve", "--competition", str(competition_root),
+                        "--instance", str(instance), "--db", db_url, "--port", str(port),
+                        "--processes", str(args.processes), "--threads", str(args.threads), "--worker-token", "w"]
+            server = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
+            try:
+                results[label] = measure(args, port, tokens, csv_body)
+            finally:
+                stop_server(server)
+            b, u = results[label]["board"], results[label]["upload"]
+            print(f"{label:>10}: board {b['rps']:7.1f} req/s  p50 {b['p50_ms']:6.1f} ms  p99 {b['p99_ms']:6.1f} ms  "
+                  f"({b['requests']} requests, {b['errors']} errors) | upload+score {u['rps']:6.1f}/s  "
+                  f"p99 {u['p99_ms']:6.1f} ms ({u['requests']} uploads, {u['errors']} errors)", flush=True)
+    finally:
+        stop_cluster(cluster)
+    s, p = results["sqlite"], results["postgresql"]
+    print(f"\n{args.teams} teams x {args.per_team} submissions = {args.teams * args.per_team}; "
+          f"{args.concurrency} keep-alive clients, {os.cpu_count()} CPUs; load average before "
+          f"{load_before[0]:.1f}, after {os.getloadavg()[0]:.1f}")
+    print(f"board page:   PostgreSQL, {args.processes} gunicorn processes x {args.threads} threads: "
+          f"{p['board']['rps']:.1f} req/s (p99 {p['board']['p99_ms']:.1f} ms) vs SQLite, 1 waitress process x "
+          f"{args.threads} threads: {s['board']['rps']:.1f} req/s (p99 {s['board']['p99_ms']:.1f} ms): "
+          f"{p['board']['rps'] / s['board']['rps']:.2f}x")
+    print(f"upload+score: PostgreSQL {p['upload']['rps']:.1f}/s (p99 {p['upload']['p99_ms']:.1f} ms) vs SQLite "
+          f"{s['upload']['rps']:.1f}/s (p99 {s['upload']['p99_ms']:.1f} ms)")
+    print(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

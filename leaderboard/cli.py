@@ -29,7 +29,10 @@ def _competition_option(f):
 @_competition_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--threads", default=8, show_default=True, type=int, help="waitress worker threads.")
+@click.option("--threads", default=8, show_default=True, type=int, help="Worker threads (per process with --processes).")
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Server processes: above 1, gunicorn with that many worker processes (Linux); 1: waitress.")
+@click.option("--access-log", default=None, help="With --processes: gunicorn's access log file ('-' for stdout).")
 @click.option("--connection-limit", default=500, show_default=True, type=int,
               help="Most open connections at once (waitress); more wait in the listen queue.")
 @click.option("--channel-timeout", default=60, show_default=True, type=int,
@@ -48,8 +51,9 @@ def _competition_option(f):
 def serve_command(competition: str, db: str | None, instance: str | None, host: str, port: int, threads: int,
                   connection_limit: int, channel_timeout: int, proxies: int | None,
                   team_session_hours: float | None, admin_session_hours: float | None, team_quota_mb: int | None,
+                  processes: int, access_log: str | None,
                   secure_cookies: bool, admin_token: str | None, worker_token: str | None) -> int:
-    """Run the leaderboard under waitress (a production WSGI server)."""
+    """Run the leaderboard under waitress (a production WSGI server), or gunicorn with --processes N."""
     from harness.filemodes import use_private_umask
     from leaderboard import _instance_secret, create_app
     from leaderboard.limits import gated_waitress_server
@@ -73,9 +77,19 @@ def serve_command(competition: str, db: str | None, instance: str | None, host: 
                        ("ADMIN_SESSION_LIFETIME", admin_session_hours * 3600 if admin_session_hours is not None else None)):
         if value is not None:
             config[key] = value
-    app = create_app(config)
     from leaderboard.hardening import startup_sweep, warn_exposed_files
 
+    if processes > 1:  # gunicorn: each worker process builds its own app (leaderboard/serving.py)
+        from leaderboard.serving import serve_processes
+
+        click.echo(f"podium leaderboard on http://{host}:{port}/  ({processes} processes x {threads} threads; "
+                   f"organizer and worker tokens in {instance_dir} unless given; Ctrl-C to stop)")
+        serve_processes(config, host, port, processes, threads, access_log=access_log,
+                        on_master=lambda app: (warn_exposed_files(app, click.echo), startup_sweep(app, click.echo)))
+        return 0
+    if access_log:
+        raise click.UsageError("--access-log goes with --processes N (gunicorn's access log)")
+    app = create_app(config)
     warn_exposed_files(app, click.echo)
     startup_sweep(app, click.echo)
     if not admin_token:

@@ -6,7 +6,9 @@ predictions; the server scores them. The rules (docs/architecture.md, "The job l
 
 - one job per (submission, file sha256, scorer version): the unique key in ``ScoringJob``;
 - a claim is a conditional ``UPDATE ... WHERE id = ? AND status = 'queued'`` whose row count says
-  whether this worker won the job, so two workers never hold one job;
+  whether this worker won the job, so two workers never hold one job; on PostgreSQL the job is
+  first picked with ``SELECT ... FOR UPDATE SKIP LOCKED``, so concurrent claims take different
+  jobs instead of waiting on each other's row locks;
 - a claim is a lease: it expires unless the worker heartbeats; an expired lease is swept back to
   ``queued`` (on every claim and by ``sweep_expired``), or to ``failed`` after ``max_attempts``;
 - a result is accepted once, from the holder of the current lease; the job's ``done`` and the
@@ -211,12 +213,16 @@ def claim(worker_name: str, candidates: int = 8) -> Claim | None:
     seconds = lease_seconds()
     with write_transaction():
         now = app_now()
-        queued = db.session.execute(
-            sa.select(ScoringJob.id, ScoringJob.attempts)
-            .where(ScoringJob.status == JobStatus.QUEUED)
-            .order_by(ScoringJob.created_at, ScoringJob.id)
-            .limit(candidates)
-        ).all()
+        oldest = (sa.select(ScoringJob.id, ScoringJob.attempts)
+                  .where(ScoringJob.status == JobStatus.QUEUED)
+                  .order_by(ScoringJob.created_at, ScoringJob.id))
+        if db.session.get_bind().dialect.name == "sqlite":
+            # BEGIN IMMEDIATE already serialises writers; the conditional UPDATE below decides.
+            queued = db.session.execute(oldest.limit(candidates)).all()
+        else:
+            # PostgreSQL: lock the oldest queued job that no other transaction holds, skipping those
+            # being claimed elsewhere instead of waiting on them (the UPDATE below then always wins).
+            queued = db.session.execute(oldest.limit(1).with_for_update(skip_locked=True)).all()
         for job_id, attempts in queued:
             won = _conditional_update(
                 job_id,

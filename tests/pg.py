@@ -7,7 +7,8 @@ run as root (``initdb`` refuses root), with fsync off (the data is thrown away).
 the end through the postmaster's pid. Each test gets a database of its own.
 
 Where the binaries are missing the PostgreSQL tests are skipped with a reason naming the package;
-``.ci/run`` installs it and sets ``PODIUM_REQUIRE_POSTGRES=1``, which turns that skip into a failure.
+``.ci/run`` installs it and sets ``PODIUM_REQUIRE_POSTGRES=1``; that, or ``CI=true`` (set by CI services),
+turns the skip into a failure, so CI cannot silently skip the PostgreSQL tests.
 
 Imported by ``conftest.py`` (the fixtures) and by test modules (``pg.database_config()``).
 """
@@ -38,6 +39,13 @@ def database_config() -> dict:
     """Config keys that put an app on the current test's database: ``{}`` on SQLite (the app's
     default file in its instance folder), the test's PostgreSQL database otherwise."""
     return {"SQLALCHEMY_DATABASE_URI": _active_url} if _active_url else {}
+
+
+def required() -> bool:
+    """True in CI (``CI=true``, as GitHub Actions, GitLab and most CI services set it) and where
+    ``PODIUM_REQUIRE_POSTGRES=1`` (``.ci/run``): missing binaries then fail the tests, not skip them."""
+    return any(os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+               for name in ("PODIUM_REQUIRE_POSTGRES", "CI"))
 
 
 def postgres_bin() -> Path | None:
@@ -91,8 +99,8 @@ class Cluster:
 def start_cluster() -> Cluster:
     bindir = postgres_bin()
     if bindir is None:
-        if os.environ.get("PODIUM_REQUIRE_POSTGRES"):  # CI (.ci/run): these tests must run there
-            pytest.fail(MISSING)
+        if required():  # CI: these tests must run there, never be skipped silently
+            pytest.fail(MISSING + " (required here: PODIUM_REQUIRE_POSTGRES or CI is set)", pytrace=False)
         pytest.skip(MISSING)
     user = "nobody" if os.geteuid() == 0 else None
     root = Path(tempfile.mkdtemp(prefix="podium-pg-"))

@@ -13,7 +13,7 @@ from tests.conftest import noisy_predictions, write_submission
 from leaderboard.services import create_team
 from leaderboard.intake import Upload, accept
 from tests.live import LiveServer, make_test_app
-from test_browser import CHROMIUM, browser, log_in  # noqa: F401  (the browser fixture)
+from tests.test_browser import CHROMIUM, browser, log_in  # noqa: F401  (the browser fixture)
 
 pytestmark = [
     pytest.mark.browser,

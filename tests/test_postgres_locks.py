@@ -31,8 +31,6 @@ def app(tmp_path, digits_competition, pg_url):
         db.engine.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="jobs.claim arbitrates with conditional UPDATEs, which wait on a locked "
-                                       "row; FOR UPDATE SKIP LOCKED comes with the leaderboard refactor (issue 10)")
 def test_a_claim_skips_a_job_row_locked_by_another_transaction(app, pg_url):
     with app.app_context():
         team, _ = create_team("alpha")
@@ -101,3 +99,27 @@ def test_the_daily_limit_check_waits_for_the_teams_row_lock(app, pg_url, digits_
     assert outcome == ["limit"]  # it saw the 5th submission committed under the lock
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count(Submission.id))) == 5
+
+
+def test_concurrent_claims_take_distinct_jobs_on_postgresql(app):
+    """Eight claims at once over eight queued jobs: each wins a different job, none is left queued."""
+    with app.app_context():
+        teams = [create_team("alpha")[0], create_team("beta")[0]]  # 4 each: under the daily limit of 5
+        ids = {accept(teams[i % 2], Upload(f"m{i}.safetensors", checkpoint_bytes(i))).id for i in range(8)}
+    barrier = threading.Barrier(8)
+    won: list = []
+
+    def claim(i: int) -> None:
+        with app.app_context():
+            barrier.wait(timeout=10)
+            claimed = jobs.claim(f"w{i}")
+            won.append(claimed.submission_id if claimed else None)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(won) == sorted(ids)
+    with app.app_context():
+        assert jobs.queue_counts() == {"running": 8}
