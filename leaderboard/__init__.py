@@ -157,3 +157,6 @@ def _register_blueprints(app: Flask) -> None:
     from leaderboard.jobs_api import jobs_api
 
     app.register_blueprint(jobs_api)
+    from leaderboard import kaggle_api  # Kaggle's API for the official client, and the Kaggle tab
+
+    kaggle_api.register(app)
