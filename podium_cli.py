@@ -24,6 +24,7 @@ COMMANDS = {
     "submit": ("leaderboard.cli", "submit_command", "Upload a submission to a leaderboard server."),
     "worker": ("leaderboard.worker", "worker_command", "Score checkpoint jobs for a leaderboard server."),
     "demo": ("leaderboard.demo", "demo_command", "Build, train, submit and serve a living demo board."),
+    "kaggle": ("kagglebridge.cli", "kaggle_group", "Talk to Kaggle: export a competition, submit, fetch its board."),
 }
 
 

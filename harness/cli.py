@@ -25,8 +25,18 @@ competition_option = click.option(
 @click.option("--decoys", default=0, show_default=True, type=click.IntRange(min=0), help="Unscored decoy test images to add.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Secret seed for the split, shuffle and ids.")
 @click.option("--data-dir", default=None, type=click.Path(path_type=Path), help="Where datasets are downloaded (default $PODIUM_DATA or ~/.cache/podium/data).")
-def init_command(dataset, root, name, public_fraction, decoys, seed, data_dir):
-    """Build a competition directory from DATASET (cifar10 or digits)."""
+@click.option("--slug", default=None, help="kaggle: the Kaggle competition whose files to download (the kaggle client's -c).")
+def init_command(dataset, root, name, public_fraction, decoys, seed, data_dir, slug):
+    """Build a competition directory from DATASET (cifar10, digits, or kaggle --slug SLUG)."""
+    if dataset == "kaggle":  # the files of a Kaggle competition, through the official client
+        from kagglebridge.fetch import init_from_kaggle
+
+        if decoys:
+            raise click.UsageError("--decoys is for cifar10 and digits, not kaggle.")
+        comp, lines = init_from_kaggle(slug or "", root, name, public_fraction, seed=seed)
+        for line in lines:
+            click.echo(line)
+        return
     from harness.build import build_competition
 
     comp = build_competition(dataset, root, name, public_fraction, decoys, seed, data_dir)
