@@ -186,11 +186,13 @@ def _paging(body: dict, default_size: int = 20) -> tuple[int, int]:
     size = max(1, min(size, MAX_PAGE_SIZE))
     token = _text(body, "pageToken")
     if token:
-        if not token.isdigit():
+        if not (token.isascii() and token.isdigit() and len(token) <= 12):
             raise ApiError(400, "Unknown pageToken; use the nextPageToken of the previous page.")
         return int(token), size
     page = _whole(body, "page", 1) or 1
-    return max(0, (page - 1) * size), size
+    if not 1 <= page <= 10**9:
+        raise ApiError(400, "'page' must be between 1 and 1000000000.")
+    return (page - 1) * size, size
 
 
 def _next_token(offset: int, size: int, total: int) -> str:
