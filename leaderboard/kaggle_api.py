@@ -56,6 +56,7 @@ _COMPLETE = {"scored"}  # -> COMPLETE; "refused" and "failed" -> ERROR
 SERVICE = "competitions.CompetitionApiService"
 KAGGLE_BOARD_SETTING = "kaggle_board"
 DEFAULT_UPLOAD_SECONDS = 3600
+MAX_OPEN_UPLOADS = 5  # per team: started and not yet submitted (nor expired)
 MAX_PAGE_SIZE = 200
 
 bp = Blueprint("kaggle_api", __name__)
@@ -263,6 +264,34 @@ def _size(n: int) -> str:
     return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
+def _upload_seconds() -> int:
+    return int(current_app.config.get("KAGGLE_UPLOAD_SECONDS") or DEFAULT_UPLOAD_SECONDS)
+
+
+def _sweep_and_count(team_id: int, seconds: int) -> int:
+    """Remove expired uploads (and leftovers of interrupted ones); count the team's open uploads."""
+    folder = _upload_dir()
+    when = now().timestamp()
+    mine = 0
+    for path in folder.iterdir():
+        if path.suffix == ".json":
+            record = _read_record(path)
+            if record is None:
+                continue
+            if when > float(record.get("expires_at", 0)):
+                path.unlink(missing_ok=True)
+                path.with_suffix(".bin").unlink(missing_ok=True)
+            elif record.get("team_id") == team_id:
+                mine += 1
+        elif path.suffix != ".bin":  # .part-/.claim-/.taken- files of a request that died
+            try:
+                if when - path.stat().st_mtime > seconds + 3600:
+                    path.unlink()
+            except FileNotFoundError:
+                pass
+    return mine
+
+
 @method("StartSubmissionUpload")
 def start_submission_upload(body: dict):
     _check_competition(body)
@@ -273,9 +302,12 @@ def start_submission_upload(body: dict):
         raise ApiError(413, f"The file is larger than {_size(limit)}, the limit for a submission to this competition.")
     if length == 0:
         raise ApiError(400, "The file is empty; choose your predictions CSV or model checkpoint.")
+    seconds = _upload_seconds()
+    if _sweep_and_count(team.id, seconds) >= MAX_OPEN_UPLOADS:
+        raise ApiError(429, f"Your team has {MAX_OPEN_UPLOADS} uploads started and not submitted; submit them or "
+                            f"wait until they expire ({seconds // 60} minutes after they were started).")
     token = secrets.token_urlsafe(32)
     meta, _ = _upload_paths(token)
-    seconds = int(current_app.config.get("KAGGLE_UPLOAD_SECONDS") or DEFAULT_UPLOAD_SECONDS)
     record = {
         "team_id": team.id,
         "file_name": os.path.basename(_text(body, "fileName"))[:255],

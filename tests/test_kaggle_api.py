@@ -264,6 +264,24 @@ def test_upload_url_is_single_use_bound_to_its_team_and_expires(podium, tmp_path
         app.config["NOW"] = None
     assert expired.status_code == 404 and "expired" in expired.json()["message"]
 
+    # At most 5 uploads started and not submitted per team; expired ones are swept and stop counting.
+    for _ in range(3):
+        start(blue)  # with the two above: five open
+    refused = requests.post(f"{SERVICE}/StartSubmissionUpload", auth=blue, proxies=proxies(podium), timeout=30,
+                            json={"competitionName": "digits", "fileName": "p.csv", "contentLength": len(body)})
+    assert refused.status_code == 429 and "5 uploads started and not submitted" in refused.json()["message"]
+    folder = podium["app"].config["STORAGE_ROOT"]
+    from pathlib import Path
+
+    assert len(list(Path(folder, ".kaggle-uploads").glob("*.json"))) >= 5
+    app.config["NOW"] = lambda: dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
+    try:
+        start(blue)  # the five expired: swept, and this one is the only open upload
+    finally:
+        app.config["NOW"] = None
+    records = list(Path(folder, ".kaggle-uploads").glob("*.json"))
+    assert len(records) == 1 and not list(Path(folder, ".kaggle-uploads").glob("*.bin"))
+
 
 def test_leaderboard_show_and_download_public_then_private_after_reveal(podium, tmp_path, digits_solution):
     env = kaggle_env(podium["port"], tmp_path / "home", *podium["teams"]["Red Team"])
