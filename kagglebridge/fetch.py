@@ -9,15 +9,19 @@ Layouts:
 - ``train.npz`` with ``images`` (uint8, N x H x W x 3) and ``labels`` (integers): podium's own data
   format (what ``podium kaggle export`` uploads, what a podium server serves): built. Class names come
   from ``classes.csv`` (index,name) when the files have one, else the label numbers.
-- a CSV of image ids and labels beside a folder of images (the usual Kaggle image layout): detected and
-  described. Building it is ``podium init images``' job; without it in this installation the command
-  says what it found and where the files are, and builds nothing.
+- a CSV of image ids and labels beside a folder of images (the usual Kaggle image layout; a sample
+  submission's labels are not answers): turned into ``podium init images``' input (one folder per class,
+  a held-out test folder and its file,label CSV) and built with its rules when this installation has
+  ``harness.images``; without it, the command says what it found and prepared, and the command to run.
 - anything else: what was found, and nothing built.
 """
 from __future__ import annotations
 
 import csv
+import os
 import re
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,25 +69,102 @@ def _classes(folder: Path, labels: np.ndarray) -> tuple[str, ...]:
     return tuple(str(i) for i in range(count))
 
 
-def _csv_images(folder: Path) -> list[str]:
-    """Sentences describing CSV + images layouts found in ``folder`` (empty when there is none)."""
+@dataclass(frozen=True)
+class CsvImages:
+    """A CSV of image ids and labels whose ids name image files of the download."""
+
+    table: Path
+    id_column: str
+    label_column: str
+    rows: int
+    matched: dict[str, Path]  # the CSV's id -> its image file
+    labels: dict[str, str]  # the CSV's id -> its label
+
+    def describe(self, folder: Path) -> str:
+        dirs: dict[str, int] = {}
+        for path in self.matched.values():
+            key = path.parent.relative_to(folder).as_posix()
+            dirs[key] = dirs.get(key, 0) + 1
+        where = ", ".join(f"{d}/ ({n} images)" for d, n in sorted(dirs.items()))
+        return (f"{self.table.relative_to(folder)} ({self.rows} rows, columns {self.id_column},{self.label_column}) "
+                f"beside {where}")
+
+
+def _image_index(folder: Path) -> dict[str, Path]:
+    """Every image file by relative path, by file name and by stem (names given to several files dropped)."""
+    by_key: dict[str, Path | None] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
+            for key in {path.relative_to(folder).as_posix(), path.name, path.stem}:
+                by_key[key] = None if key in by_key and by_key[key] != path else path
+    return {k: v for k, v in by_key.items() if v is not None}
+
+
+def find_csv_images(folder: Path) -> list[CsvImages]:
+    """CSV + images layouts in ``folder``: labelled tables first (a sample submission's labels are not answers)."""
+    images = _image_index(folder)
+    if not images:
+        return []
     found = []
-    images_by_dir: dict[Path, int] = {}
-    for path in folder.rglob("*"):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            images_by_dir[path.parent] = images_by_dir.get(path.parent, 0) + 1
-    if not images_by_dir:
-        return found
     for table in sorted(folder.rglob("*.csv")):
-        with open(table, newline="", encoding="utf-8", errors="replace") as fh:
-            header = [c.strip().lower() for c in next(csv.reader(fh), [])]
-            rows = sum(1 for _ in fh)
-        id_col = next((c for c in header if c in ID_COLUMNS), None)
-        label_col = next((c for c in header if c in LABEL_COLUMNS), None)
-        if id_col and label_col:
-            dirs = ", ".join(f"{d.relative_to(folder)}/ ({n} images)" for d, n in sorted(images_by_dir.items()))
-            found.append(f"{table.relative_to(folder)} ({rows} rows, columns {id_col},{label_col}) beside {dirs}")
-    return found
+        with open(table, newline="", encoding="utf-8-sig", errors="replace") as fh:
+            reader = csv.reader(fh)
+            header = [c.strip().lower() for c in next(reader, [])]
+            id_col = next((c for c in header if c in ID_COLUMNS), None)
+            label_col = next((c for c in header if c in LABEL_COLUMNS), None)
+            if not (id_col and label_col):
+                continue
+            i, j = header.index(id_col), header.index(label_col)
+            rows = [r for r in reader if len(r) > max(i, j)]
+        matched, labels = {}, {}
+        for row in rows:
+            key, label = row[i].strip(), row[j].strip()
+            path = images.get(key) or images.get(key.lstrip("./"))
+            if path is not None and label:
+                matched[key], labels[key] = path, label
+        if matched:
+            found.append(CsvImages(table, id_col, label_col, len(rows), matched, labels))
+    answers = [f for f in found if "sample" not in f.table.name.lower() and "submission" not in f.table.name.lower()]
+    return sorted(answers, key=lambda f: ("train" not in f.table.name.lower(), -len(f.matched)))
+
+
+SAFE_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.+-]{0,99}")
+
+
+def to_image_folders(layout: CsvImages, out: Path, holdout: float, seed: int) -> tuple[Path, Path, Path]:
+    """``podium init images``' input from a CSV + images layout: ``out/train/<class>/<file>`` and a held-out
+    ``out/test/`` with ``out/test_labels.csv`` (file,label), a stratified ``holdout`` share of each class
+    (Kaggle never gives out its test labels). Files are hard links where the file system allows."""
+    from harness.build import stratified_public_mask
+
+    bad = sorted({label for label in layout.labels.values() if not SAFE_LABEL.fullmatch(label)})
+    if bad:
+        raise DatasetError(f"{layout.table.name}: labels must be usable as folder names (letters, digits, space, "
+                           f"'_', '.', '+', '-'); these are not: {', '.join(repr(b) for b in bad[:10])}.")
+    classes = sorted(set(layout.labels.values()))
+    if len(classes) < 2:
+        raise DatasetError(f"{layout.table.name}: the labels name fewer than 2 classes.")
+    keys = sorted(layout.matched)
+    index = {c: n for n, c in enumerate(classes)}
+    held = stratified_public_mask(np.array([index[layout.labels[k]] for k in keys]), holdout, np.random.default_rng(seed))
+    if out.exists():
+        shutil.rmtree(out)
+    train, test = out / "train", out / "test"
+    rows = ["file,label"]
+    for n, (key, is_test) in enumerate(zip(keys, held)):
+        source = layout.matched[key]
+        name = f"{n:06d}-{source.name}"  # unique even when two folders hold the same file name
+        target = test / name if is_test else train / layout.labels[key] / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+        if is_test:
+            rows.append(f"{name},{layout.labels[key]}")
+    test.mkdir(parents=True, exist_ok=True)
+    (out / "test_labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return train, test, out / "test_labels.csv"
 
 
 def _write_competition(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], root: Path, name: str,
@@ -115,6 +196,24 @@ def _write_competition(images: np.ndarray, labels: np.ndarray, classes: tuple[st
     (directory / "competition.toml").write_text(competition_toml(name, f"kaggle:{slug}", data, public_fraction),
                                                encoding="utf-8")
     return load_competition(directory)
+
+
+def _init_images():
+    """``podium init images``' builder when this installation's harness has it, else None. (Only the
+    harness package's own folder counts: an editable install elsewhere can serve a stray copy.)"""
+    import importlib.util
+
+    import harness
+
+    try:
+        spec = importlib.util.find_spec("harness.images")
+    except ImportError:
+        return None
+    if spec is None or spec.origin is None or Path(spec.origin).parent not in {Path(p) for p in harness.__path__}:
+        return None
+    from harness.images import build_images_competition
+
+    return build_images_competition
 
 
 def init_from_kaggle(slug: str, root: Path, name: str | None = None, public_fraction: float = 0.3,
@@ -152,16 +251,23 @@ def init_from_kaggle(slug: str, root: Path, name: str | None = None, public_frac
                 f"built {competition.root}: {int(round(holdout * 100))}% of the labelled images held out as the test set "
                 "(Kaggle never gives out its test labels)",
             ]
-    layouts = _csv_images(files)
+    layouts = find_csv_images(files)
     if layouts:
-        try:
-            import harness.images  # noqa: F401  (podium init images, when this installation has it)
-            hint = (f"build it with `podium init images` (its --train/--test/--labels rules) from the files in {files}")
-        except ImportError:
-            hint = (f"`podium init images` is not available in this installation, so nothing was built; "
-                    f"the files are in {files}")
-        raise DatasetError([f"downloaded {len(listing)} files of {slug} into {files}",
-                            *[f"found the CSV + images layout: {found}" for found in layouts], hint])
+        layout = layouts[0]
+        train, test, labels = to_image_folders(layout, files / "podium-images", holdout, seed)
+        said = [f"downloaded {len(listing)} files of {slug} into {files}",
+                f"found the CSV + images layout: {layout.describe(files)}",
+                f"prepared podium init images' input: {train} (one folder per class) and {test} with {labels} "
+                f"({int(round(holdout * 100))}% of the labelled images held out: Kaggle never gives out its test labels)"]
+        build_images_competition = _init_images()
+        if build_images_competition is None:
+            raise DatasetError(said + [
+                "`podium init images` is not available in this installation, so no competition was built; with it: "
+                f"podium init images --train {train} --test {test} --labels {labels} --root {root} --name {name}"
+            ])
+        competition, _report = build_images_competition(train, test, labels, root, name, title=f"{slug} (from Kaggle)",
+                                                        public_fraction=public_fraction, seed=seed)
+        return competition, said + [f"built {competition.root} with podium init images' rules"]
     shown = ", ".join(listing[:20]) + (f" and {len(listing) - 20} more" if len(listing) > 20 else "")
     raise DatasetError(
         f"downloaded {len(listing)} files of {slug} into {files}: {shown or 'nothing'}. None is in a layout podium "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,8 @@ from leaderboard.models import Submission, Team
 from live import LiveServer, make_test_app
 
 pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
 
 EVIL = "<b>Evil & Co</b>"
 
@@ -234,8 +237,21 @@ def test_init_kaggle_describes_a_csv_and_images_layout(tmp_path, digits_competit
     with LiveServer(app) as server:
         env = kaggle_env(server.server.effective_port, tmp_path / "home", username=slug, key=token)
         done = podium_cmd(env, "init", "kaggle", "--slug", "pets", "--root", str(tmp_path / "out"))
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert "found the CSV + images layout: train.csv (6 rows, columns id,label) beside ./ (6 images)" in done.stderr
-    assert "podium init images" in done.stderr
-    assert not (tmp_path / "out" / "pets").exists()
-    assert (tmp_path / "out" / "pets-kaggle-files" / "img0.png").is_file()
+    assert "found the CSV + images layout: train.csv (6 rows, columns id,label) beside ./ (6 images)" in done.stdout + done.stderr
+    prepared = tmp_path / "out" / "pets-kaggle-files" / "podium-images"
+    train = sorted(p.relative_to(prepared / "train").as_posix() for p in (prepared / "train").rglob("*.png"))
+    test = sorted(p.name for p in (prepared / "test").iterdir())
+    assert len(train) == 4 and len(test) == 2  # a stratified 20 % of each class held out (1 of 3)
+    assert {t.split("/")[0] for t in train} == {"0", "1"}
+    held = read_rows(prepared / "test_labels.csv")
+    assert sorted(r["file"] for r in held) == test
+    for row in held:  # each held-out image keeps its label from train.csv
+        original = row["file"].split("-", 1)[1].removesuffix(".png")
+        assert row["label"] == str(int(original.removeprefix("img")) % 2)
+    if not (ROOT / "harness" / "images.py").is_file():  # this tree has no podium init images
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"podium init images --train {prepared / 'train'} --test {prepared / 'test'}" in done.stderr
+        assert not (tmp_path / "out" / "pets").exists()
+    else:  # podium init images is in this installation: built with its rules
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert load_competition(tmp_path / "out" / "pets").classes == ("0", "1")
