@@ -17,7 +17,7 @@ import click
 OWN_PACKAGES = frozenset({"harness", "baseline", "leaderboard", "podium_cli"})
 
 COMMANDS = {
-    "init": ("harness.cli", "init_command", "Build a competition directory from a dataset."),
+    "init": ("kagglebridge.cli", "init_command", "Build a competition directory from a dataset."),
     "score": ("harness.cli", "score_command", "Score one submission (CSV or checkpoint)."),
     "evaluate": ("harness.cli", "evaluate_command", "Score a drop-box folder DIR/<team>/<file> and rank teams."),
     "pack": ("harness.cli", "pack_command", "Convert a .pt/.pth state dict into a .safetensors checkpoint."),
@@ -35,6 +35,7 @@ COMMANDS = {
     "restore": ("leaderboard.backup", "restore_command", "Restore a leaderboard instance from a backup."),
     "gc": ("leaderboard.cli", "gc_command", "Remove stored files no submission keeps (refused, orphaned)."),
     "demo": ("leaderboard.demo", "demo_command", "Build, train, submit and serve a living demo board."),
+    "kaggle": ("kagglebridge.cli", "kaggle_group", "Talk to Kaggle: export a competition, submit, fetch its board."),
 }
 
 

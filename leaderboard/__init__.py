@@ -135,6 +135,9 @@ def _register_blueprints(app: Flask) -> None:
     from leaderboard.jobs_api import jobs_api
 
     app.register_blueprint(jobs_api)
+    from leaderboard import kaggle_api  # Kaggle's API for the official client, and the Kaggle tab
+
+    kaggle_api.register(app)
     # --- hardening (issue 9): headers, rate limits, session checks, body limits ---
     from leaderboard.hardening import init_hardening
 

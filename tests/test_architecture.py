@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("harness", "baseline", "leaderboard")
+PACKAGES = ("harness", "baseline", "leaderboard", "kagglebridge")
 
 
 def module_name(path: Path) -> str:
@@ -44,7 +44,13 @@ def under(name: str, *prefixes: str) -> bool:
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if under(m, "harness")))
 def test_harness_imports_no_web_and_no_other_package(module):
-    bad = {i for i in GRAPH[module] if under(i, "flask", "flask_wtf", "flask_sqlalchemy", "sqlalchemy", "leaderboard", "baseline")}
+    bad = {i for i in GRAPH[module] if under(i, "flask", "flask_wtf", "flask_sqlalchemy", "sqlalchemy", "leaderboard", "baseline", "kagglebridge")}
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if under(m, "kagglebridge")))
+def test_kagglebridge_depends_on_harness_only(module):
+    bad = {i for i in GRAPH[module] if under(i, "flask", "leaderboard", "baseline")}
     assert not bad, f"{module} imports {sorted(bad)}"
 
 
