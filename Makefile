@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/podium demo --root demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/score_csv.py
