@@ -61,6 +61,8 @@ class Config:
                                              "Failed logins and token uses allowed per team or organizer account.")
     ratelimit_storage_uri: str = _key("memory://", "PODIUM_RATELIMIT_STORAGE_URI",
                                       "Flask-Limiter's counter storage; per process unless shared (e.g. redis://).")
+    kaggle_upload_seconds: int = _key(3600, "PODIUM_KAGGLE_UPLOAD_SECONDS",
+                                      "How long the upload URL of `kaggle competitions submit` stays valid (single use).", int)
     now: Callable | None = _key(None, None, "Tests only: a callable returning the current UTC time.")
 
     @classmethod

@@ -330,6 +330,14 @@ def _expired(record: dict) -> bool:
     return now().timestamp() > float(record.get("expires_at", 0))
 
 
+def upload_url_open(token: str) -> bool:
+    """Whether ``token`` names an upload URL that may still receive its file (the body gate asks,
+    from the request's headers, before a byte of the body is read: limits.py)."""
+    meta, _ = _upload_paths(token)
+    record = _read_record(meta)
+    return record is not None and not record.get("uploaded") and not _expired(record)
+
+
 @bp.put("/api/v1/podium/uploads/<token>")
 def put_upload(token: str):
     """The raw bytes of a file announced by StartSubmissionUpload; once per token, before it expires."""

@@ -26,6 +26,7 @@ from waitress.parser import HTTPRequestParser
 from waitress.utilities import Error
 
 UPLOAD_PATHS = ("/api/submissions", "/upload")
+KAGGLE_UPLOADS = "/api/v1/podium/uploads/"  # + token: the createUrl of `kaggle competitions submit` (kaggle_api.py)
 BODY_LIMIT_OTHER = 16 * 1024 * 1024
 WITHHELD = "podium.body_withheld"  # environ key: the app answers from the headers alone
 REFUSE_SIZE = "podium.refuse_size"
@@ -37,9 +38,13 @@ class BodyGate:
     def __init__(self, app: Flask):
         self.app = app
 
+    @staticmethod
+    def is_upload(path: str) -> bool:
+        return path in UPLOAD_PATHS or path.startswith(KAGGLE_UPLOADS)
+
     def limit_for(self, path: str) -> int:
         config = self.app.config
-        if path in UPLOAD_PATHS:
+        if self.is_upload(path):
             return int(config["MAX_CONTENT_LENGTH"])
         return int(config.get("BODY_LIMIT_OTHER", BODY_LIMIT_OTHER))
 
@@ -47,7 +52,12 @@ class BodyGate:
         from leaderboard.auth import bearer_token, session_team, team_for_token
 
         with self.app.request_context(environ):
-            if environ.get("PATH_INFO") == "/api/submissions":
+            path = environ.get("PATH_INFO", "")
+            if path.startswith(KAGGLE_UPLOADS):  # the single-use upload URL is the credential
+                from leaderboard.kaggle_api import upload_url_open
+
+                return upload_url_open(path[len(KAGGLE_UPLOADS):])
+            if path == "/api/submissions":
                 token = bearer_token()
                 return bool(token) and team_for_token(token) is not None
             return session_team() is not None
@@ -57,7 +67,7 @@ class BodyGate:
         path = environ.get("PATH_INFO", "")
         if declared is not None and declared > self.limit_for(path):
             return {**bodyless(environ), REFUSE_SIZE: True}
-        if environ.get("REQUEST_METHOD") == "POST" and path in UPLOAD_PATHS:
+        if environ.get("REQUEST_METHOD") in ("POST", "PUT") and self.is_upload(path):
             quiet = bodyless(environ)
             if not self._sender_known(quiet):
                 return quiet

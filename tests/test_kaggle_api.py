@@ -16,14 +16,14 @@ import zipfile
 import pytest
 import requests
 
-from conftest import noisy_predictions, write_submission
+from tests.conftest import noisy_predictions, write_submission
 from harness.competition import load_competition
 from harness.errors import SubmissionError
 from harness.submission import parse_csv_submission
-from kaggle_live import kaggle_env, run_kaggle, set_toml
-from leaderboard.auth import create_team
+from tests.kaggle_live import kaggle_env, run_kaggle, set_toml
+from leaderboard.services import create_team
 from leaderboard.ranking import set_revealed
-from live import LiveServer, make_test_app
+from tests.live import LiveServer, make_test_app
 
 pytestmark = pytest.mark.slow
 

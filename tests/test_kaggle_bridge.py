@@ -17,15 +17,15 @@ import requests
 import sqlalchemy as sa
 from sklearn.metrics import accuracy_score, f1_score
 
-from conftest import PODIUM, noisy_predictions, write_submission
+from tests.conftest import PODIUM, noisy_predictions, write_submission
 from harness.competition import load_competition, load_solution
 from harness.scoring import score_file
-from kaggle_live import kaggle_env, set_toml
-from leaderboard.auth import create_team
+from tests.kaggle_live import kaggle_env, set_toml
+from leaderboard.services import create_team
 from leaderboard.extensions import db
 from leaderboard.intake import Upload, accept
 from leaderboard.models import Submission, Team
-from live import LiveServer, make_test_app
+from tests.live import LiveServer, make_test_app
 
 pytestmark = pytest.mark.slow
 
