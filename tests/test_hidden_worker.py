@@ -14,7 +14,7 @@ from harness.build import build_competition
 from harness.competition import load_solution
 from harness.scoring import score_file
 from harness.submission import write_predictions_csv
-from leaderboard.auth import create_team
+from leaderboard.services import create_team
 from leaderboard.extensions import db
 from leaderboard.models import Submission
 from tests.live import LiveServer, make_test_app
