@@ -122,9 +122,10 @@ def create_app(config: dict | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from leaderboard import admin, api, board, errors, formatting, teams
+    from leaderboard import admin, api, board, errors, formatting, pages, teams
 
     app.register_blueprint(board.bp)
+    app.register_blueprint(pages.bp)  # Overview, Data, Evaluation, Rules
     app.register_blueprint(teams.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # bearer-token JSON: no cookie ever authenticates it
