@@ -159,6 +159,11 @@ def test_a_hidden_test_set_can_never_be_downloaded_and_the_pages_say_so(tmp_path
     assert api.status_code == 422 and any("hidden" in m for m in api.get_json()["errors"])
 
 
+def status(client, url: str) -> int:
+    with client.get(url) as reply:
+        return reply.status_code
+
+
 def _scored_checkpoint(app, comp, team_id, tmp_path) -> int:
     """A resnet18 checkpoint accepted and scored through the job protocol (predictions from the harness)."""
     import torch
@@ -225,16 +230,16 @@ def test_grad_cam_of_a_teams_own_checkpoint_on_validation_images(tmp_path, digit
     _, val_idx = stratified_split(load_train(comp)[1], 0.1, 42)
     assert summary["validation split"].startswith(f"{len(val_idx)} images (fraction 0.1, seed 42")
     assert {item["train_index"] for item in summary["items"]} <= set(int(i) for i in val_idx)
-    grid = team.get(f"/submissions/{sub_id}/gradcam/gradcam_grid.png")
-    assert grid.status_code == 200 and grid.get_data()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert team.get(f"/submissions/{sub_id}/gradcam/overlays/001.png").status_code == 200
+    with team.get(f"/submissions/{sub_id}/gradcam/gradcam_grid.png") as grid:
+        assert grid.status_code == 200 and grid.get_data()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert status(team, f"/submissions/{sub_id}/gradcam/overlays/001.png") == 200
     admin = app.test_client()
     admin.post("/admin/login", data={"token": ADMIN})
-    assert admin.get(f"/submissions/{sub_id}/gradcam/gradcam_grid.png").status_code == 200
+    assert status(admin, f"/submissions/{sub_id}/gradcam/gradcam_grid.png") == 200
     for outsider in (other, anonymous):
-        assert outsider.get(f"/submissions/{sub_id}/gradcam/gradcam_grid.png").status_code == 404
+        assert status(outsider, f"/submissions/{sub_id}/gradcam/gradcam_grid.png") == 404
     for name in ("explain.json", "index.html", "../../../digits/private/solution.csv", "overlays/999.png"):
-        assert team.get(f"/submissions/{sub_id}/gradcam/{name}").status_code == 404
+        assert status(team, f"/submissions/{sub_id}/gradcam/{name}") == 404
     # Cached: asking again starts nothing.
     started = time.monotonic()
     assert team.post(f"/submissions/{sub_id}/gradcam").status_code == 302
