@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import time
 import pytest
 
 from harness.build import build_competition
+from harness.competition import load_competition
 from harness.pages import public_files
 from leaderboard.extensions import db
 from leaderboard.models import Submission
@@ -87,7 +89,7 @@ def test_a_hostile_description_renders_without_script_and_is_cached_per_mtime(tm
 def test_data_files_download_whole_and_match_their_sha256_and_size(tmp_path, digits):
     client = app_for(tmp_path, digits).test_client()
     page = client.get("/data").get_data(as_text=True)
-    listed = public_files(__import__("harness.competition", fromlist=["x"]).load_competition(digits))
+    listed = public_files(load_competition(digits))
     for f in listed:
         assert f.sha256 in page and f'data-bytes="{f.size}"' in page
         with client.get(f"/data/{f.path}") as reply:
@@ -148,6 +150,9 @@ def test_a_hidden_test_set_can_never_be_downloaded_and_the_pages_say_so(tmp_path
         assert test_bytes not in body and b"test.npz" not in body, url
         if url != "/data/SHA256SUMS":
             assert reply.status_code in (401, 403, 404), (url, reply.status_code)
+    # The worker protocol answers the worker token only: a team cannot claim a job to get its data.
+    assert client.post("/api/jobs/claim", json={"worker": "me"}, headers=bearer).status_code in (401, 403)
+    assert client.post("/api/jobs/claim", json={"worker": "me"}).status_code in (401, 403)
     # A prediction CSV is refused with the reason, on the page and through the API: 422, never a 500.
     csv = b"id,label\n" + b"".join(f"x{i},0\n".encode() for i in range(3))
     page = client.post("/upload", data={"file": (io.BytesIO(csv), "guess.csv")}, content_type="multipart/form-data")
@@ -191,7 +196,6 @@ def _scored_checkpoint(app, comp, team_id, tmp_path) -> int:
 
 @pytest.mark.slow
 def test_grad_cam_of_a_teams_own_checkpoint_on_validation_images(tmp_path, digits):
-    from harness.competition import load_competition
     from leaderboard.explanations import EXPLAIN_IMAGES, wait_for_explanations
 
     comp = load_competition(digits)
@@ -221,7 +225,7 @@ def test_grad_cam_of_a_teams_own_checkpoint_on_validation_images(tmp_path, digit
         from leaderboard.explanations import explanation_dir
 
         folder = explanation_dir(sub)
-    summary = __import__("json").loads((folder / "explain.json").read_text())
+    summary = json.loads((folder / "explain.json").read_text())
     assert len(summary["items"]) == EXPLAIN_IMAGES
     # Validation images only: every explained image is a row of public/train.npz's held-out split.
     from baseline.data import stratified_split
