@@ -122,9 +122,11 @@ def create_app(config: dict | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from leaderboard import admin, api, board, errors, formatting, teams
+    from leaderboard import admin, api, board, errors, explain_views, formatting, pages, teams
 
     app.register_blueprint(board.bp)
+    app.register_blueprint(pages.bp)  # Overview, Data, Evaluation, Rules
+    app.register_blueprint(explain_views.bp)  # Grad-CAM of a team's own checkpoint
     app.register_blueprint(teams.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # bearer-token JSON: no cookie ever authenticates it

@@ -1,7 +1,9 @@
 """The worker protocol: JSON over HTTP, authenticated by the workers' token (not by CSRF).
 
     POST /api/jobs/claim              {"worker": NAME} -> 200 a job with its lease, or 204
-    GET  /api/jobs/test-data          a zip of competition.toml + public/test.npz (never the answers)
+    GET  /api/jobs/test-data          the worker archive of harness/workerdata.py: competition.toml and the
+                                      test images (public/test.npz, or public/test.csv + public/test/),
+                                      hidden test sets included; never the answers
     GET  /api/jobs/<id>/file          the checkpoint, only to the lease holder (X-Podium-Lease)
     POST /api/jobs/<id>/heartbeat     extends the lease; 409 when it was lost
     POST /api/jobs/<id>/result        {"predictions": [...]} | {"errors": [...]} | {"failure": "..."}
@@ -15,13 +17,11 @@ Workers send predictions (class indices in test.npz row order); the server score
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
-import zipfile
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
 
+from harness.workerdata import write_worker_data_zip
 from leaderboard import jobs
 from leaderboard.auth import require_worker
 from leaderboard.errors import json_errors
@@ -98,11 +98,12 @@ def job_file(job_id: int) -> Response:
 
 
 def _test_data_version() -> str:
-    """Changes whenever competition.toml or public/test.npz changes (a cheap fingerprint)."""
+    """Changes whenever competition.toml or the test data changes (a cheap fingerprint: the test
+    npz, or the image folders' test manifest, whose rows name every test image)."""
     comp = current_competition()
     toml = comp.root / "competition.toml"
     digest = hashlib.sha256()
-    for path in (toml, comp.test_path):
+    for path in (toml, comp.test_manifest_path if comp.folders else comp.test_path):
         stat = path.stat()
         digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     digest.update(toml.read_bytes())
@@ -110,25 +111,15 @@ def _test_data_version() -> str:
 
 
 def _test_data_zip(version: str) -> Path:
-    """The zip a worker needs for inference, built once per version into the instance folder."""
+    """The archive a worker needs for inference (``harness.workerdata``: the same for npz and image
+    folders, hidden test sets included), built once per version into the instance folder."""
     comp = current_competition()
     cache = Path(current_app.instance_path) / "worker-data"
     target = cache / f"test-data-{version}.zip"
     if target.is_file():
         return target
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".part")
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            # Exactly these two public files: the solution never goes into this archive.
-            zf.write(comp.root / "competition.toml", "competition.toml")
-            zf.write(comp.test_path, "public/test.npz")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    for old in cache.glob("test-data-*.zip"):  # archives of an earlier competition.toml / test.npz
+    write_worker_data_zip(comp, target)  # competition.toml and the test images: never solution.csv
+    for old in cache.glob("test-data-*.zip"):  # archives of an earlier competition.toml / test set
         if old != target:
             old.unlink(missing_ok=True)
     return target

@@ -31,7 +31,6 @@ import socket
 import tempfile
 import threading
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -40,7 +39,7 @@ from urllib.parse import urljoin
 import click
 import requests
 
-from harness.errors import PodiumError, SubmissionError
+from harness.errors import CompetitionError, PodiumError, SubmissionError
 from leaderboard.protocol import CLAIM_PATH, LEASE_HEADER, RELEASE_PATH, WORKER_NAME
 
 log = logging.getLogger("podium.worker")
@@ -246,37 +245,41 @@ class Worker:
     _test_images: tuple | None = field(default=None, repr=False)
 
     def test_data(self, job: dict) -> Path:
-        """The competition directory (competition.toml + public/test.npz) for this job's version."""
+        """The competition directory for this job's version: the server's worker archive
+        (``harness.workerdata``: competition.toml and the test images, npz or image folders),
+        checked member by member and unpacked once into the cache."""
+        from harness.workerdata import extract_worker_data
+
         directory = self.cache_dir / f"test-data-{job['test_data_version']}"
-        if (directory / "public" / "test.npz").is_file():
+        if (directory / "competition.toml").is_file():
             return directory
-        staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".test-data-"))
+        staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".download-"))
         try:
             archive = self.client.download(job["test_data_url"], staging / "test-data.zip")
-            with zipfile.ZipFile(archive) as zf:
-                names = set(zf.namelist())
-                if names != {"competition.toml", "public/test.npz"}:
-                    raise RuntimeError(f"unexpected test-data archive contents: {sorted(names)}")
-                zf.extractall(staging)
-            archive.unlink()
             try:
-                os.rename(staging, directory)
+                extract_worker_data(archive, directory)  # refuses any member outside the archive's layout
             except OSError:  # another worker sharing this cache got there first
-                if not (directory / "public" / "test.npz").is_file():
+                if not (directory / "competition.toml").is_file():
                     raise
+            except CompetitionError as exc:
+                raise RuntimeError(" ".join(exc.messages)) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return directory
 
     def predict(self, checkpoint: Path, competition_dir: Path) -> list[int]:
-        """Run the checkpoint on the cached test images (in ``harness.checkpoint``'s isolated child)."""
-        from harness.checkpoint import predict_images  # torch: imported only to run a job
+        """Run the checkpoint on the cached test images (in ``harness.checkpoint``'s isolated child):
+        test.npz kept in memory between jobs; image folders streamed a batch at a time."""
+        from harness.checkpoint import predict_checkpoint, predict_images  # torch: imported only to run a job
         from harness.competition import load_competition, load_test
 
         if self._test_images is None or self._test_images[0] != competition_dir:
             competition = load_competition(competition_dir)
-            self._test_images = (competition_dir, competition, load_test(competition)[0])
+            images = None if competition.folders else load_test(competition)[0]
+            self._test_images = (competition_dir, competition, images)
         _, competition, images = self._test_images
+        if images is None:
+            return [int(v) for v in predict_checkpoint(checkpoint, competition, device=self.device)]
         return [int(v) for v in predict_images(checkpoint, images, competition, device=self.device)]
 
     def run_job(self, job: dict) -> str:
