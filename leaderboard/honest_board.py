@@ -296,13 +296,21 @@ def compute_honest(board: Board) -> HonestBoard:
     return HonestBoard(board=shown_board, protection=protection, extras=extras, medals=medals)
 
 
+_compute_lock = threading.Lock()
+
+
 def versioned_honest_board() -> tuple[str, HonestBoard]:
-    """(board version, the honest board), computed once per board version."""
+    """(board version, the honest board), computed once per board version (and per process: one
+    request computes it while the others that arrive meanwhile wait for it)."""
     version, board = versioned_board()
     cache = podium_state().board_cache
     hit = cache.get("honest_board")
     if hit is not None and hit[0] == version:
         return hit
-    honest = compute_honest(board)
-    cache.put("honest_board", (version, honest))
+    with _compute_lock:
+        hit = cache.get("honest_board")
+        if hit is not None and hit[0] == version:
+            return hit
+        honest = compute_honest(board)
+        cache.put("honest_board", (version, honest))
     return version, honest
