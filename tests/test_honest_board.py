@@ -6,6 +6,7 @@ import io
 import json
 import re
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from harness.competition import PRIVATE, PUBLIC, load_competition
 from harness.honest import honest_board, ladder_step
 from leaderboard import honest_board as hb
 from leaderboard.services import create_team, reveal
-from tests.live import make_test_app
+from tests.conftest import PODIUM
+from tests.live import LiveServer, make_test_app
 
 ADMIN = "admin-token"
 
@@ -149,13 +151,27 @@ def test_ladder_board_never_shows_an_exact_public_score(tmp_path, ladder_comp, d
                       ["/", f"/teams/{slug}"] + [f"/submissions/{i}" for i in ids]]
     pages += [client.get(url, headers=auth).get_data(as_text=True) for url in
               ["/api/leaderboard", f"/api/teams/{slug}/submissions"] + [f"/api/submissions/{i}" for i in ids]]
+    # podium submit, as a real process against a real server, prints the protected value only
+    pred = team_predictions(digits_solution, 0.71, seed=31)
+    exact.append(float((pred[public] == digits_solution.labels[public]).mean()))
+    csv_path = tmp_path / "cli.csv"
+    csv_path.write_bytes(csv_bytes(digits_solution, pred))
+    with LiveServer(app) as server:
+        result = subprocess.run(PODIUM + ["submit", str(csv_path), "--server", server.url, "--token", token],
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "shown ladder" in result.stdout
+    pages.append(result.stdout)
     step = ladder_step(int(public.sum()))
+    checked = 0
     for value in exact:
         shown = round(value / step) * step
+        checked += abs(shown - value) > 1e-4
         for text in pages:
             for needle in exact_strings(value):
                 if abs(shown - value) > 1e-4:  # a score that is itself on the ladder cannot be hidden
                     assert needle not in text
+    assert checked == len(exact) == 5
     board = client.get("/api/leaderboard").get_json()
     assert board["public_board"] == "ladder" and board["rows"][0]["score"] is not None
     assert board["rows"][0]["ci"] == [None, None]
