@@ -10,12 +10,12 @@ from leaderboard.extensions import db
 from leaderboard.intake import storage_path
 from leaderboard.models import Submission, Team
 from leaderboard.protocol import SubmissionStatus
-from leaderboard.ranking import is_revealed, team_finals
+from leaderboard.ranking import is_revealed
 from leaderboard.state import current_competition, podium_state
 from leaderboard.charts import epoch_ticks, line_chart, max_epoch_ticks, time_label, time_tick_label
 from leaderboard.visibility import visible_result
 from leaderboard.honest_board import (FORECAST_EXPLANATION, TIER_EXPLANATION, current_protection, shown_public,
-                                      shown_scores_of, versioned_honest_board)
+                                      shown_scores_of, versioned_honest_board, visible_finals)
 
 bp = Blueprint("board", __name__)
 
@@ -56,7 +56,7 @@ def team(slug: str):
     series = [("public score", ranked)] + ([("late", late)] if late else [])
     chart = line_chart(series, x_label=time_label, y_label=lambda y: f"{y:.4f}",
                        x_tick_label=time_tick_label([t for _, pts in series for t, _ in pts]), x_title="time (UTC)")
-    finals = team_finals(team.id, current_competition().final_selections) if owner else set()
+    finals = visible_finals(team.id, current_competition().final_selections, protection) if owner else set()
     listed = subs if owner else scored
     return render_template(
         "team.html", team=team, submissions=list(reversed(listed)), chart=chart, owner=owner, finals=finals,

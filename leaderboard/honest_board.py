@@ -149,6 +149,17 @@ def shown_scores_of(submissions, protection: Protection) -> dict[int, float | No
     return out
 
 
+def visible_finals(team_id: int, final_selections: int, protection: Protection) -> set[int]:
+    """The finals a team is shown with a star: under protection only the ones it chose (its default
+    finals are its best *exact* public scores, which the star would give away)."""
+    from leaderboard.ranking import team_finals
+
+    if protection.active:
+        return set(db.session.scalars(sa.select(Submission.id).where(
+            Submission.team_id == team_id, Submission.selected.is_(True), ranked_filter())))
+    return team_finals(team_id, final_selections)
+
+
 def protect_submission_dict(body: dict, submission: Submission, protection: Protection | None = None) -> dict:
     """``visibility.submission_dict`` with the public score protected (no interval, no public report)."""
     protection = protection or current_protection()

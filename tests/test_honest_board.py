@@ -148,7 +148,8 @@ def test_ladder_board_never_shows_an_exact_public_score(tmp_path, ladder_comp, d
     assert login.status_code in (302, 303)
     auth = {"Authorization": f"Bearer {token}"}
     pages = bodies + [client.get(url).get_data(as_text=True) for url in
-                      ["/", f"/teams/{slug}"] + [f"/submissions/{i}" for i in ids]]
+                      ["/", f"/teams/{slug}", "/finals"] + [f"/submissions/{i}" for i in ids]]
+    assert "Final submissions" in pages[len(bodies) + 2]
     pages += [client.get(url, headers=auth).get_data(as_text=True) for url in
               ["/api/leaderboard", f"/api/teams/{slug}/submissions"] + [f"/api/submissions/{i}" for i in ids]]
     # podium submit, as a real process against a real server, prints the protected value only
