@@ -275,13 +275,13 @@ def compute_honest(board: Board) -> HonestBoard:
                 value = protection.show(row.score)
             new_rows.append(replace(row, score=value, ci_low=None, ci_high=None))
         rows = new_rows
-        if protection.mode == "ladder":
-            created = dict(db.session.execute(
-                sa.select(Submission.id, Submission.created_at).where(Submission.id.in_(list(setters.values())))
-            ).all()) if setters else {}
-            rows.sort(key=lambda r: (-(r.score if r.score is not None else -math.inf),
-                                     created.get(setters.get(r.team_id), r.submitted_at), r.team_id))
-            rows = [replace(r, rank=i + 1) for i, r in enumerate(rows)]
+        # Ranked as shown: equal shown scores go to the earlier submission, never by the exact score.
+        created = dict(db.session.execute(
+            sa.select(Submission.id, Submission.created_at).where(Submission.id.in_(list(setters.values())))
+        ).all()) if setters else {}
+        rows.sort(key=lambda r: (-(r.score if r.score is not None else -math.inf),
+                                 created.get(setters.get(r.team_id), r.submitted_at), r.team_id))
+        rows = [replace(r, rank=i + 1) for i, r in enumerate(rows)]
     public_order = [(r.team_id, setters.get(r.team_id, r.submission_id)) for r in sorted(rows, key=lambda r: r.rank)]
     wanted = [sub for _, sub in public_order]
     if board.revealed:

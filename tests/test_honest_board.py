@@ -208,3 +208,24 @@ def test_a_probing_attack_recovers_public_labels_only_without_the_ladder(tmp_pat
         assert guessed_right == really_right
     else:
         assert guessed_right != really_right and len(set(guessed_right)) == 1  # no information at all
+
+
+def test_rounded_board_shows_scores_to_the_given_decimals_only(tmp_path, digits_competition, digits_solution):
+    comp = competition_with(tmp_path / "rounded", digits_competition, 'public_board = { mode = "rounded", decimals = 2 }')
+    app = app_for(tmp_path, comp)
+    client = app.test_client()
+    slug, token = add_team(app, "Rounders")
+    public = digits_solution.usage == PUBLIC
+    pred = team_predictions(digits_solution, 0.77, seed=41)
+    exact = float((pred[public] == digits_solution.labels[public]).mean())
+    assert round(exact, 2) != round(exact, 4)
+    body = api_submit(client, token, csv_bytes(digits_solution, pred)).get_json()
+    assert body["public_score"] == round(exact, 2) and body["public_ci"] == [None, None]
+    assert "public" not in (body["result"] or {})
+    board = client.get("/api/leaderboard").get_json()
+    assert board["public_board"] == "rounded" and board["rows"][0]["score"] == round(exact, 2)
+    assert board["rows"][0]["tier"] == 1  # the honest numbers are still there
+    for text in (client.get("/").get_data(as_text=True), json.dumps(board), json.dumps(body),
+                 client.get(f"/teams/{slug}").get_data(as_text=True)):
+        assert f"{exact:.4f}" not in text and f"{exact:.3f}" not in text
+    assert f"{round(exact, 2):.2f}" in client.get("/").get_data(as_text=True)
