@@ -199,10 +199,11 @@ def upload_request(tokens: list[str], body: bytes):
     return post
 
 
-def wait_up(port: int, timeout: float = 60) -> None:
+def wait_up(port: int, timeout: float = 180) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        # the naive board takes seconds per request on a loaded machine: wait for it, not 5 s
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         try:
             conn.request("GET", "/api/leaderboard")
             if conn.getresponse().status == 200:
