@@ -229,3 +229,31 @@ def test_rounded_board_shows_scores_to_the_given_decimals_only(tmp_path, digits_
                  client.get(f"/teams/{slug}").get_data(as_text=True)):
         assert f"{exact:.4f}" not in text and f"{exact:.3f}" not in text
     assert f"{round(exact, 2):.2f}" in client.get("/").get_data(as_text=True)
+
+
+def test_a_checkpoints_predictions_are_kept_for_the_honest_board(tmp_path, exact_comp, digits_solution):
+    """A checkpoint's predictions arrive from its worker (no CSV on disk): record_predictions keeps
+    them beside the stored file, and the board's tiers and ranges use them."""
+    from leaderboard.extensions import db
+    from leaderboard.models import Submission, Team
+    from leaderboard.recording import predictions_path, record_predictions
+    from leaderboard.transactions import write_transaction
+
+    app = app_for(tmp_path, exact_comp)
+    client = app.test_client()
+    _, token = add_team(app, "CSV team")
+    api_submit(client, token, csv_bytes(digits_solution, team_predictions(digits_solution, 0.6, seed=50)))
+    slug, _ = add_team(app, "Checkpoint team")
+    pred = team_predictions(digits_solution, 0.95, seed=51)
+    with app.app_context():
+        team = db.session.scalar(db.select(Team).where(Team.slug == slug))
+        with write_transaction():
+            sub = Submission(team_id=team.id, kind="checkpoint", sha256="c" * 64, stored_path=f"{slug}/{'c' * 64}.safetensors")
+            db.session.add(sub)
+            db.session.flush()
+            record_predictions(sub, pred)
+        kept = predictions_path(sub.stored_path)
+        assert kept.is_file() and np.array_equal(np.load(kept), pred)
+    rows = client.get("/api/leaderboard").get_json()["rows"]
+    assert [r["slug"] for r in rows] == [slug, "csv-team"]
+    assert rows[0]["tier"] == 1 and rows[1]["tier"] == 2 and rows[0]["rank_range"] == [1, 1]
