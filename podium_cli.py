@@ -28,6 +28,7 @@ COMMANDS = {
     "explain": ("baseline.cli", "explain_command", "Grad-CAM heat maps of a checkpoint's most confident mistakes."),
     "serve": ("leaderboard.cli", "serve_command", "Run the leaderboard web server."),
     "team": ("leaderboard.cli", "team_group", "Manage teams (add, list)."),
+    "audit": ("leaderboard.cli", "audit_command", "Organizer's audit: shared errors, duplicates, odd scores."),
     "submit": ("leaderboard.client.submit", "submit_command", "Upload a submission to a leaderboard server."),
     "worker": ("leaderboard.client.worker", "worker_command", "Score checkpoint jobs for a leaderboard server."),
     "db": ("leaderboard.dbadmin", "db_group", "The leaderboard database's schema (upgrade, current, revision)."),

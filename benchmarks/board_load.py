@@ -65,9 +65,16 @@ def serve(args) -> None:
         from leaderboard.ranking import is_revealed
         from tests.reference_impls import naive_board
 
+        import leaderboard.honest_board as hb
+
         # A fresh "version" each time: nothing cached, the board is loaded, ranked and rendered per request.
-        leaderboard.board.versioned_board = lambda: (str(time.perf_counter_ns()), naive_board(is_revealed()))
-        leaderboard.api.current_board = lambda: naive_board(is_revealed())
+        # The naive peer ranks only (no tiers, ranges or forecast): the same peer as before they existed.
+        def naive_honest():
+            board = naive_board(is_revealed())
+            return str(time.perf_counter_ns()), hb.HonestBoard(board=board, protection=hb.current_protection())
+
+        leaderboard.board.versioned_honest_board = naive_honest
+        leaderboard.api.versioned_honest_board = naive_honest
         real_accept = leaderboard.intake.accept
 
         def accept_then_rebuild(team, upload):
@@ -100,6 +107,15 @@ def seed(competition_dir: Path, instance: Path, teams: int, per_team: int, db_ur
     truth = np.where(solution.labels < 0, 0, solution.labels)
     result = score_predictions(truth, solution, competition).to_dict()  # a realistic result_json
     rng = np.random.default_rng(0)
+    # One real predictions CSV per team (a team of varied skill), stored where the submissions' rows
+    # point, so the honest board's tiers, ranges and forecast are computed from real row-level data.
+    storage = instance / "submissions" / "seed"
+    storage.mkdir(parents=True, exist_ok=True)
+    for i in range(teams):
+        wrong = rng.random(len(truth)) > rng.uniform(0.5, 0.99)
+        pred = np.where(wrong, (truth + rng.integers(1, 10, len(truth))) % 10, truth)
+        (storage / f"team-{i}.csv").write_text(
+            "id,label\n" + "".join(f"{id_},{int(p)}\n" for id_, p in zip(solution.ids, pred)))
     start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     with app.app_context():
         team_rows = [{"name": f"team {i:03d}", "slug": f"team-{i:03d}", "token_hash": "!", "created_at": start}
@@ -112,7 +128,7 @@ def seed(competition_dir: Path, instance: Path, teams: int, per_team: int, db_ur
                 pub = float(rng.uniform(0.5, 0.99))
                 rows.append({
                     "team_id": team_id, "kind": "csv", "original_name": "sub.csv", "sha256": uuid.uuid4().hex * 2,
-                    "stored_path": f"seed/{team_id}-{k}.csv", "note": "", "status": "scored", "messages": [],
+                    "stored_path": f"seed/team-{team_id - ids[0]}.csv", "note": "", "status": "scored", "messages": [],
                     "created_at": start + dt.timedelta(hours=k * 7 + team_id % 7), "late": False,
                     "public_score": pub, "private_score": float(np.clip(pub + rng.normal(0, 0.02), 0, 1)),
                     "public_ci_low": pub - 0.03, "public_ci_high": min(1.0, pub + 0.03), "result_json": result,
@@ -191,10 +207,11 @@ def upload_request(tokens: list[str], body: bytes):
     return post
 
 
-def wait_up(port: int, timeout: float = 60) -> None:
+def wait_up(port: int, timeout: float = 180) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        # the naive board takes seconds per request on a loaded machine: wait for it, not 5 s
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         try:
             conn.request("GET", "/api/leaderboard")
             if conn.getresponse().status == 200:
@@ -254,8 +271,21 @@ def main() -> None:
             try:
                 wait_up(port)
                 run_load(port, get_board, 1, 1.0, 20)  # warm up
+                if mode == "podium":
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                    conn.request("GET", "/api/leaderboard")
+                    rows = json.loads(conn.getresponse().read())["rows"]
+                    conn.close()
+                    on = sum(r.get("tier") is not None and r.get("rank_range") is not None for r in rows)
+                    print(f"podium: tiers, rank ranges and forecast on {on} of {len(rows)} board rows", flush=True)
+                    assert on == len(rows), "the honest board is not on"
                 board = run_load(port, get_board, args.concurrency, args.seconds, 20000)
                 uploads = run_load(port, upload_request(tokens, csv_body), args.concurrency, args.seconds, 2000)
+                if mode == "podium":  # the uploads bumped the board version: the next page recomputes, once
+                    fresh = run_load(port, get_board, 1, 60.0, 1)
+                    again = run_load(port, get_board, 1, 60.0, 1)
+                    print(f"podium: first board page after a score change (tiers, ranges and forecast computed) "
+                          f"{fresh['p50_ms']:.0f} ms; the next one {again['p50_ms']:.1f} ms", flush=True)
             finally:
                 server.terminate()
                 server.wait(timeout=30)

@@ -131,6 +131,9 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # bearer-token JSON: no cookie ever authenticates it
     app.register_blueprint(admin.bp)
+    from leaderboard import audit_views
+
+    app.register_blueprint(audit_views.bp)  # the organizer's audit page (/admin/audit)
     errors.register(app)
     app.jinja_env.globals.update(formatting.template_globals())
     # Blueprints of the worker protocol (leaderboard/jobs_api.py) register here too.

@@ -9,7 +9,8 @@ from leaderboard.errors import json_errors
 from leaderboard.extensions import db
 from leaderboard.intake import daily_limit_left, submit
 from leaderboard.models import Submission, Team
-from leaderboard.ranking import current_board, is_revealed
+from leaderboard.honest_board import current_protection, protect_submission_dict, versioned_honest_board
+from leaderboard.ranking import is_revealed
 from leaderboard.state import current_competition
 from leaderboard.visibility import submission_dict
 
@@ -25,7 +26,8 @@ def _viewer_team_id() -> int | None:
 @bp.get("/leaderboard")
 def leaderboard():
     competition = current_competition()
-    return jsonify({"competition": competition.name, "title": competition.title, **current_board().to_dict()})
+    _, honest = versioned_honest_board()
+    return jsonify({"competition": competition.name, "title": competition.title, **honest.to_dict()})
 
 
 @bp.get("/submissions/<int:submission_id>")
@@ -33,7 +35,7 @@ def submission(submission_id: int):
     sub = db.session.get(Submission, submission_id)
     if sub is None or not (is_admin() or _viewer_team_id() == sub.team_id):
         abort(404)
-    return jsonify(submission_dict(sub, is_revealed(), owner_view=True))
+    return jsonify(protect_submission_dict(submission_dict(sub, is_revealed(), owner_view=True), sub))
 
 
 @bp.get("/teams/<slug>/submissions")
@@ -43,8 +45,10 @@ def team_submissions(slug: str):
         abort(404)
     subs = db.session.scalars(sa.select(Submission).where(Submission.team_id == team.id).order_by(Submission.id))
     revealed = is_revealed()
+    protection = current_protection(revealed)
     return jsonify({"team": team.name, "slug": team.slug,
-                    "submissions": [submission_dict(s, revealed, owner_view=True) for s in subs]})
+                    "submissions": [protect_submission_dict(submission_dict(s, revealed, owner_view=True), s, protection)
+                                    for s in subs]})
 
 
 @bp.post("/submissions")
@@ -58,7 +62,8 @@ def create_submission():
     outcome = submit(team, file.filename or "", file.stream, request.form.get("note", ""), request.files.get("history"))
     if outcome.submission is None:
         return json_errors(outcome.status, outcome.messages)
-    body = submission_dict(outcome.submission, is_revealed(), owner_view=True)
+    body = protect_submission_dict(submission_dict(outcome.submission, is_revealed(), owner_view=True),
+                                   outcome.submission)
     body["submissions_left_today"] = daily_limit_left(team.id)
     if outcome.messages:
         body["errors"] = outcome.messages

@@ -10,10 +10,12 @@ from leaderboard.extensions import db
 from leaderboard.intake import storage_path
 from leaderboard.models import Submission, Team
 from leaderboard.protocol import SubmissionStatus
-from leaderboard.ranking import is_revealed, team_finals, versioned_board
+from leaderboard.ranking import is_revealed
 from leaderboard.state import current_competition, podium_state
 from leaderboard.charts import epoch_ticks, line_chart, max_epoch_ticks, time_label, time_tick_label
 from leaderboard.visibility import visible_result
+from leaderboard.honest_board import (FORECAST_EXPLANATION, TIER_EXPLANATION, current_protection, shown_public,
+                                      shown_scores_of, versioned_honest_board, visible_finals)
 
 bp = Blueprint("board", __name__)
 
@@ -22,7 +24,8 @@ SPLITS = {"public": "public", "private": "private", "all": "all rows"}
 
 @bp.get("/")
 def index():
-    version, board = versioned_board()
+    version, honest = versioned_honest_board()
+    board = honest.board
     cache = podium_state().board_cache
     hit = cache.get("board_html")
     if hit is not None and hit[0] == version:
@@ -30,10 +33,11 @@ def index():
     else:
         # Our own autoescaped render of the table, kept per board version: the page then costs one
         # small query and the page frame, whatever the number of teams.
-        table = Markup(render_template("board_table.html", board=board))
+        table = Markup(render_template("board_table.html", board=board, honest=honest))
         cache.put("board_html", (version, table))
     me = session_team()
-    return render_template("board.html", board=board, table=table, my_slug=me.slug if me else None)
+    return render_template("board.html", board=board, honest=honest, table=table, my_slug=me.slug if me else None,
+                           tier_explanation=TIER_EXPLANATION, forecast_explanation=FORECAST_EXPLANATION)
 
 
 @bp.get("/teams/<slug>")
@@ -45,16 +49,18 @@ def team(slug: str):
         db.session.scalars(sa.select(Submission).where(Submission.team_id == team.id).order_by(Submission.created_at))
     )
     scored = [s for s in subs if s.status == SubmissionStatus.SCORED]
-    ranked = [(s.created_at.timestamp(), round(s.public_score, 4)) for s in scored if not s.late]
-    late = [(s.created_at.timestamp(), round(s.public_score, 4)) for s in scored if s.late]
+    protection = current_protection()
+    shown = shown_scores_of(subs, protection)
+    ranked = [(s.created_at.timestamp(), shown[s.id]) for s in scored if not s.late and shown[s.id] is not None]
+    late = [(s.created_at.timestamp(), shown[s.id]) for s in scored if s.late and shown[s.id] is not None]
     series = [("public score", ranked)] + ([("late", late)] if late else [])
     chart = line_chart(series, x_label=time_label, y_label=lambda y: f"{y:.4f}",
                        x_tick_label=time_tick_label([t for _, pts in series for t, _ in pts]), x_title="time (UTC)")
-    finals = team_finals(team.id, current_competition().final_selections) if owner else set()
-    shown = subs if owner else scored
+    finals = visible_finals(team.id, current_competition().final_selections, protection) if owner else set()
+    listed = subs if owner else scored
     return render_template(
-        "team.html", team=team, submissions=list(reversed(shown)), chart=chart, owner=owner, finals=finals,
-        revealed=is_revealed(),
+        "team.html", team=team, submissions=list(reversed(listed)), chart=chart, owner=owner, finals=finals,
+        revealed=is_revealed(), shown=shown, protection=protection,
     )
 
 
@@ -91,6 +97,9 @@ def submission(submission_id: int):
     team = db.session.get(Team, sub.team_id)
     revealed = is_revealed()
     result = visible_result(sub, revealed)
+    protection = current_protection(revealed)
+    if protection.active:  # probing protection: only the protected public score, no public report
+        result = None
     # The per-class table and the heat map of one split: public by default; private or all rows only
     # once revealed (visible_result holds nothing else before), so ?split=private asks for nothing.
     splits = [s for s in SPLITS if result is not None and s in result]
@@ -100,6 +109,7 @@ def submission(submission_id: int):
     return render_template(
         "submission.html", sub=sub, team=team, result=result, revealed=revealed, splits=splits, split=split,
         split_names=SPLITS, history=_history_view(sub), classes=current_competition().classes,
+        protection=protection, shown_score=shown_public(sub, protection) if protection.active else None,
     )
 
 

@@ -173,3 +173,37 @@ def gc_command(competition: str, db: str | None, instance: str | None, min_age: 
         click.echo(f"{verb} {relative} ({size} bytes)")
     click.echo(f"{verb} {len(swept.removed)} file(s), {swept.bytes / 2**20:.1f} MiB")
     return 0
+
+
+@click.command("audit")
+@_competition_option
+@click.option("--baseline", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Reference score for 'implausible' (default: the median of the teams' best public scores).")
+@click.option("--all", "show_all", is_flag=True, help="Print every pair, not only the 20 most suspicious.")
+def audit_command(competition: str, db: str | None, instance: str | None, baseline: float | None,
+                  show_all: bool) -> int:
+    """Print the organizer's audit: evidence, not verdicts, with how each number was computed."""
+    from leaderboard import create_app
+    from leaderboard.audit_evidence import SECTIONS, format_evidence, gather
+
+    app = create_app(_config(competition, db, instance))
+    with app.app_context():
+        report = gather(baseline)
+        click.echo(f"{report.teams} ranked teams (best public submission each), {report.rows} scored rows; "
+                   f"{report.flagged()} flagged. Evidence, not verdicts.")
+        if report.left_out:
+            click.echo(f"left out (predictions not readable): {', '.join(report.left_out)}")
+        click.echo(f"reference score {report.baseline:.4f}: {report.baseline_how}")
+        for key, title in SECTIONS:
+            items = report.evidence.get(key, [])
+            flagged = sum(e.flagged for e in items)
+            click.echo(f"\n== {title}: {flagged} flagged of {len(items)}")
+            if not items:
+                click.echo("   nothing to compare")
+                continue
+            click.echo(f"   how: {items[0].how}")
+            for e in items if show_all else items[:20]:
+                click.echo("   " + format_evidence(e))
+            if not show_all and len(items) > 20:
+                click.echo(f"   ... {len(items) - 20} more (--all)")
+    return 0

@@ -13,7 +13,22 @@ from harness.scoring import score_predictions
 from leaderboard.models import Submission
 from leaderboard.protocol import SubmissionStatus
 from leaderboard.ranking import bump_board_version
-from leaderboard.state import current_competition, current_solution
+from leaderboard.state import current_competition, current_solution, podium_state
+
+PREDICTIONS_SUFFIX = ".predictions.npy"
+
+
+def predictions_path(stored_path: str):
+    """Where a checkpoint's predictions (sent by its worker) are kept: beside its stored file."""
+    return podium_state().storage_root / (stored_path + PREDICTIONS_SUFFIX)
+
+
+def load_saved_predictions(stored_path: str) -> np.ndarray | None:
+    """A checkpoint's kept predictions (the honest board's row-level input), or None."""
+    try:
+        return np.load(predictions_path(stored_path), allow_pickle=False)
+    except (OSError, ValueError):
+        return None
 
 
 def record_predictions(submission: Submission, predictions: np.ndarray) -> None:
@@ -27,6 +42,13 @@ def record_predictions(submission: Submission, predictions: np.ndarray) -> None:
     except SubmissionError as exc:
         record_refusal(submission, exc.messages, ours=False)
         return
+    if submission.kind != "csv":  # a CSV's predictions are its stored file; keep a checkpoint's
+        try:
+            target = predictions_path(submission.stored_path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            np.save(target, np.asarray(predictions, dtype=np.int16), allow_pickle=False)
+        except OSError:
+            pass  # the score stands; the honest board then leaves this submission out
     submission.public_score = float(report.primary("public"))
     submission.private_score = float(report.primary("private"))
     submission.public_ci_low = float(report.public.ci_low)

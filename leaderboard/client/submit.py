@@ -14,7 +14,12 @@ def _show_result(body: dict) -> None:
     score = body.get("public_score")
     ci = body.get("public_ci") or [None, None]
     metric = (body.get("result") or {}).get("primary_metric", "score")
-    click.echo(f"submission {body.get('id')}: public {metric} {score}  (95 % interval {ci[0]} - {ci[1]})")
+    mode = body.get("public_board")
+    if mode in ("rounded", "ladder"):  # probing protection: the server sends only the protected value
+        click.echo(f"submission {body.get('id')}: public {metric} {score}  (shown {mode}: probing protection "
+                   "until the reveal)")
+    else:
+        click.echo(f"submission {body.get('id')}: public {metric} {score}  (95 % interval {ci[0]} - {ci[1]})")
     if body.get("late"):
         click.echo("late: kept and scored, not ranked")
     if "submissions_left_today" in body:
