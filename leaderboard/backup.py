@@ -41,6 +41,7 @@ import click
 import sqlalchemy as sa
 
 from harness.errors import PodiumError
+from leaderboard.recording import PREDICTIONS_SUFFIX
 
 FORMAT = "podium-backup"
 FORMAT_VERSION = 1
@@ -186,6 +187,9 @@ def create_backup(instance: Path, db_url: str, out: Path, progress: bool | None 
                     if not path.is_file():
                         raise BackupError(f"The stored file of a submission is missing: {path}.")
                     add(path, f"submissions/{relative}", expect=sha)
+                    kept = storage / (relative + PREDICTIONS_SUFFIX)  # a checkpoint's predictions (the honest board)
+                    if kept.is_file():
+                        add(kept, f"submissions/{relative}{PREDICTIONS_SUFFIX}")
             manifest = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,

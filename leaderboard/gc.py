@@ -30,6 +30,7 @@ from sqlalchemy import event
 from harness.errors import PodiumError
 from leaderboard.extensions import db
 from leaderboard.models import Submission, Team
+from leaderboard.recording import PREDICTIONS_SUFFIX
 
 TEAM_STORAGE_QUOTA = 5000 * 1024 * 1024
 GRACE_SECONDS = 3600
@@ -149,8 +150,9 @@ def sweep_orphans(min_age_s: float = GRACE_SECONDS, dry_run: bool = False) -> Sw
         for name in files:
             path = Path(folder) / name
             relative = path.relative_to(root).as_posix()
-            if relative in keep:
-                continue
+            if relative in keep or (relative.endswith(PREDICTIONS_SUFFIX)
+                                    and relative[: -len(PREDICTIONS_SUFFIX)] in keep):
+                continue  # a kept submission's file, or a checkpoint's predictions beside it
             with contextlib.suppress(FileNotFoundError):
                 if path.stat().st_mtime > cutoff:
                     continue

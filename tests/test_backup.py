@@ -25,6 +25,7 @@ from tests.conftest import PODIUM, noisy_predictions
 from leaderboard import create_app
 from leaderboard.services import create_team
 from leaderboard.extensions import db
+from leaderboard.models import Submission
 
 TEAMS = 40
 PER_TEAM = 6  # one more than the daily limit of 5
@@ -271,3 +272,29 @@ def test_a_sqlite_backup_restores_into_postgresql_with_the_same_schema(small_bac
     with app.app_context():
         db.engine.dispose()
     assert (tmp_path / "moved" / "secret_key").read_text() == (instance / "secret_key").read_text()
+
+
+def test_a_checkpoints_kept_predictions_travel_with_the_backup(tmp_path, digits_competition, digits_solution):
+    # The honest board reads a checkpoint's predictions from <stored file>.predictions.npy: a backup
+    # that left them out would restore a board without that team's tiers and ranges.
+    instance = tmp_path / "instance"
+    app = create_app({"COMPETITION_DIR": str(digits_competition.root), "INSTANCE_PATH": str(instance),
+                      "WTF_CSRF_ENABLED": False})
+    pred = noisy_predictions(digits_solution, 0.8)
+    csv = ("id,label\n" + "".join(f"{i},{int(p)}\n" for i, p in zip(digits_solution.ids, pred))).encode()
+    with app.app_context():
+        _, token = create_team("Solo")
+    r = app.test_client().post("/api/submissions", headers={"Authorization": f"Bearer {token}"},
+                               data={"file": (io.BytesIO(csv), "a.csv")}, content_type="multipart/form-data")
+    assert r.status_code == 201
+    with app.app_context():
+        stored = db.session.scalars(sa.select(Submission.stored_path)).one()
+        db.engine.dispose()
+    kept = instance / "submissions" / (stored + ".predictions.npy")
+    kept.write_bytes(b"\x93NUMPY predictions")
+    archive = tmp_path / "b.tar.gz"
+    assert podium("backup", "--out", str(archive), "--instance", str(instance)).returncode == 0
+    target = tmp_path / "target"
+    done = podium("restore", str(archive), "--instance", str(target))
+    assert done.returncode == 0, done.stderr
+    assert (target / "submissions" / (stored + ".predictions.npy")).read_bytes() == b"\x93NUMPY predictions"

@@ -126,7 +126,8 @@ def test_podium_gc_removes_orphans_and_refused_files_and_reports_them(tmp_path, 
     root = instance / "submissions"
     old = time.time() - 7200
     for relative, size in (("alpha/old-refused.csv", 1000), ("alpha/" + "a" * 64 + ".safetensors", 5000),
-                           (".incoming/upload-dead", 300)):
+                           (".incoming/upload-dead", 300), ("alpha/" + "b" * 64 + ".safetensors.predictions.npy", 200),
+                           (kept_path + ".predictions.npy", 100)):
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_bytes(b"x" * size)
         os.utime(root / relative, (old, old))
@@ -136,9 +137,10 @@ def test_podium_gc_removes_orphans_and_refused_files_and_reports_them(tmp_path, 
     done = subprocess.run([*PODIUM, "gc", "--competition", str(competition), "--instance", str(instance)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "removed 3 file(s)" in done.stdout, done.stdout
+    assert "removed 4 file(s)" in done.stdout, done.stdout
     assert "alpha/old-refused.csv (1000 bytes)" in done.stdout
-    assert files_under(root) == {kept_path, "alpha/young.csv"}
+    # the predictions kept beside a kept submission's file stay; those of no submission go
+    assert files_under(root) == {kept_path, kept_path + ".predictions.npy", "alpha/young.csv"}
 
 
 def test_a_checkpoint_a_worker_refuses_is_deleted_after_the_refusal(served):
