@@ -185,8 +185,8 @@ def test_a_backup_taken_during_an_upload_burst_restores_with_nothing_half_writte
         db.engine.dispose()
 
 
-@pytest.fixture
-def small_backup(tmp_path, digits_competition, digits_solution) -> tuple[Path, Path]:
+def instance_with_one_csv(tmp_path, digits_competition, digits_solution) -> tuple[Path, str]:
+    """An instance with one team and one scored CSV submission: (the folder, its stored path)."""
     instance = tmp_path / "instance"
     app = create_app({"COMPETITION_DIR": str(digits_competition.root), "INSTANCE_PATH": str(instance),
                       "WTF_CSRF_ENABLED": False})
@@ -198,7 +198,14 @@ def small_backup(tmp_path, digits_competition, digits_solution) -> tuple[Path, P
                                data={"file": (io.BytesIO(csv), "a.csv")}, content_type="multipart/form-data")
     assert r.status_code == 201
     with app.app_context():
+        stored = db.session.scalars(sa.select(Submission.stored_path)).one()
         db.engine.dispose()
+    return instance, stored
+
+
+@pytest.fixture
+def small_backup(tmp_path, digits_competition, digits_solution) -> tuple[Path, Path]:
+    instance, _ = instance_with_one_csv(tmp_path, digits_competition, digits_solution)
     archive = tmp_path / "b.tar.gz"
     assert podium("backup", "--out", str(archive), "--instance", str(instance)).returncode == 0
     return archive, instance
@@ -277,19 +284,7 @@ def test_a_sqlite_backup_restores_into_postgresql_with_the_same_schema(small_bac
 def test_a_checkpoints_kept_predictions_travel_with_the_backup(tmp_path, digits_competition, digits_solution):
     # The honest board reads a checkpoint's predictions from <stored file>.predictions.npy: a backup
     # that left them out would restore a board without that team's tiers and ranges.
-    instance = tmp_path / "instance"
-    app = create_app({"COMPETITION_DIR": str(digits_competition.root), "INSTANCE_PATH": str(instance),
-                      "WTF_CSRF_ENABLED": False})
-    pred = noisy_predictions(digits_solution, 0.8)
-    csv = ("id,label\n" + "".join(f"{i},{int(p)}\n" for i, p in zip(digits_solution.ids, pred))).encode()
-    with app.app_context():
-        _, token = create_team("Solo")
-    r = app.test_client().post("/api/submissions", headers={"Authorization": f"Bearer {token}"},
-                               data={"file": (io.BytesIO(csv), "a.csv")}, content_type="multipart/form-data")
-    assert r.status_code == 201
-    with app.app_context():
-        stored = db.session.scalars(sa.select(Submission.stored_path)).one()
-        db.engine.dispose()
+    instance, stored = instance_with_one_csv(tmp_path, digits_competition, digits_solution)
     kept = instance / "submissions" / (stored + ".predictions.npy")
     kept.write_bytes(b"\x93NUMPY predictions")
     archive = tmp_path / "b.tar.gz"
