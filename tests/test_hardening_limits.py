@@ -41,7 +41,8 @@ def served(tmp_path, digits_competition):
 
 def temp_bytes_held() -> int:
     """Bytes in regular files this process (the server's) holds open in the temp folder, deleted or not:
-    waitress spools a body to an unlinked temporary file."""
+    waitress spools a body to an unlinked temporary file. Callers compare it with a reading taken
+    before the request (the test's own open files may live there too: a checkout under /tmp)."""
     total, tmp = 0, os.path.realpath(tempfile.gettempdir())
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -69,7 +70,8 @@ def stream_post(url: str, path: str, headers: dict, declared: int | None, send_b
     lines.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {declared}")
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
     started = time.monotonic()
-    held = [temp_bytes_held()]
+    baseline = temp_bytes_held()  # what was open before the body: not the request's
+    held = [0]
     stop = threading.Event()
 
     def send():
@@ -80,7 +82,7 @@ def stream_post(url: str, path: str, headers: dict, declared: int | None, send_b
                 piece = block if not chunked else b"%x\r\n" % len(block) + block + b"\r\n"
                 sock.sendall(piece)
                 sent += len(block)
-                held.append(temp_bytes_held())
+                held.append(temp_bytes_held() - baseline)
         except OSError:
             pass
 
@@ -105,7 +107,7 @@ def stream_post(url: str, path: str, headers: dict, declared: int | None, send_b
     elapsed = elapsed if elapsed is not None else time.monotonic() - started
     stop.set()
     sender.join(timeout=10)
-    held.append(temp_bytes_held())
+    held.append(temp_bytes_held() - baseline)
     sock.close()
     status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else None
     return status, elapsed, max(held), answer

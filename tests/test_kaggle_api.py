@@ -22,7 +22,7 @@ from harness.errors import SubmissionError
 from harness.submission import parse_csv_submission
 from tests.kaggle_live import kaggle_env, run_kaggle, set_toml
 from leaderboard.services import create_team
-from leaderboard.ranking import set_revealed
+from leaderboard.services import reveal
 from tests.live import LiveServer, make_test_app
 
 pytestmark = pytest.mark.slow
@@ -307,7 +307,7 @@ def test_leaderboard_show_and_download_public_then_private_after_reveal(podium, 
     assert "private" not in shown.stdout.lower()
 
     with podium["app"].app_context():
-        set_revealed(True)
+        reveal(True)
     try:
         listed = run_kaggle(env, "competitions", "submissions", "-c", "digits", "-v")
         row = next(csv.DictReader(io.StringIO(listed.stdout)))
@@ -323,4 +323,4 @@ def test_leaderboard_show_and_download_public_then_private_after_reveal(podium, 
         assert [r["score"] for r in csv.DictReader(io.StringIO(shown.stdout))] == [f"{r.private_score:.4f}" for r in private]
     finally:
         with podium["app"].app_context():
-            set_revealed(False)
+            reveal(False)
