@@ -147,6 +147,8 @@ def _valid_fast(text: str, solution: Solution, lookup: dict[str, int]) -> np.nda
     if '"' in text:
         return None
     header, _, body = text.partition("\n")
+    if "\r" in header[:-1]:  # a bare carriage return ends a line for the csv module: not a plain file
+        return None
     columns = [c.strip().lower() for c in header.split(",")]
     if columns not in (["id", "label"], ["label", "id"]):
         return None

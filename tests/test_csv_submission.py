@@ -263,3 +263,14 @@ def test_unreadable_file_is_a_user_error(tmp_path, digits_competition, capsys):
     path = tmp_path / ("x" * 300)
     messages = refusal(tmp_path, digits_competition, None, capsys, path=path)
     assert messages == [f"{path} cannot be read (File name too long)."]
+
+
+def test_a_bare_carriage_return_in_the_header_is_read_as_the_csv_module_reads_it(digits_competition, digits_solution):
+    # Found by the fuzz test (tests/test_fuzz_submission.py): the fast path took b"id\r,label" for the
+    # header id,label, while the csv module, and so the explained path, ends the line at the \r.
+    ids = digits_solution.ids
+    body = "".join(f"{i},0\n" for i in ids)
+    with pytest.raises(SubmissionError):
+        parse_csv_submission(("id\r,label\n" + body).encode(), digits_solution, digits_competition.classes)
+    accepted = parse_csv_submission(("id,label\r\n" + body).encode(), digits_solution, digits_competition.classes)
+    assert len(accepted) == len(ids)
