@@ -202,21 +202,23 @@ def checkpoint_csv_mismatch(team: str, checkpoint_predictions: np.ndarray, csv_p
 
 def implausible_scores(teams: Sequence[str], public: Sequence[float], private: Sequence[float],
                        public_rows: int, private_rows: int, baseline: float, margin: float = 0.10,
-                       z: float = 1.96) -> list[Evidence]:
+                       z: float = 1.96, higher_is_better: bool = True) -> list[Evidence]:
     """Teams far above the reference baseline whose public score also beats their private one by
     more than the noise of two independent splits allows (accuracy-like scores in [0, 1]).
 
     Flagged when ``public - baseline > margin`` and ``public - private > z * se``, with
     ``se = sqrt(pub(1-pub)/public_rows + priv(1-priv)/private_rows)``: the gap's 95 % interval
     (z = 1.96) does not reach 0. Typical of a model tuned on the public rows (or of leaked labels).
+    For a lower-is-better metric both differences are taken the other way round ("above" = better).
     """
     public = np.asarray(public, dtype=np.float64)
     private = np.asarray(private, dtype=np.float64)
     se = np.sqrt(public * (1 - public) / public_rows + private * (1 - private) / private_rows)
+    sign = 1.0 if higher_is_better else -1.0
     out = []
     for k, team in enumerate(teams):
-        gap = float(public[k] - private[k])
-        above = float(public[k] - baseline)
+        gap = sign * float(public[k] - private[k])
+        above = sign * float(public[k] - baseline)
         out.append(Evidence(
             kind="implausible_score",
             teams=(team,),

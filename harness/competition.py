@@ -84,12 +84,13 @@ class PublicBoard:
 
         return self.step if self.step is not None else ladder_step(public_rows)
 
-    def shown(self, scores_in_order, public_rows: int):
+    def shown(self, scores_in_order, public_rows: int, higher_is_better: bool = True):
         """The shown value after each of one team's submissions (``harness.honest.shown_scores``)."""
         from harness.honest import shown_scores
 
         step = self.step_for(public_rows) if self.mode == "ladder" else None
-        return shown_scores(scores_in_order, self.mode, decimals=self.decimals, step=step)
+        return shown_scores(scores_in_order, self.mode, decimals=self.decimals, step=step,
+                            higher_is_better=higher_is_better)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ Every function here is pure numpy over one split's row-level results:
 
 A team is a row index of ``predictions``; every per-team result is indexed the same way. A
 correctness matrix (bool ``[T, n]``) can stand in for predictions + truth with
-``from_correct``. Higher scores are better (every metric in ``harness.metrics`` is).
+``from_correct``. Scores are the metric's own values; everything that ranks (ranks, tiers, ranges,
+the forecast, the Ladder) follows the registered metric's direction (``Metric.higher_is_better``;
+a callable metric is taken as higher-is-better), through ``orientation``.
 
 Resampling is *paired*: one resample draws row indices once and every team is scored on the same
 rows, so two teams' scores move together exactly as much as their predictions agree. Resamples
@@ -69,6 +71,16 @@ def _check(predictions: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.n
     if truth.shape[0] == 0:
         raise ValueError("no rows to score")
     return predictions.astype(np.int64, copy=False), truth.astype(np.int64, copy=False)
+
+
+def orientation(metric: str | Callable) -> int:
+    """+1 when a higher value of ``metric`` is better, -1 when a lower one is: ranking by
+    ``orientation * score`` (higher first) ranks by the metric's own direction."""
+    if callable(metric):
+        return 1
+    from harness import metrics
+
+    return 1 if metrics.get_metric(metric).higher_is_better else -1
 
 
 def _metric_fn(metric: str | Callable) -> Callable:
@@ -219,14 +231,16 @@ def tiers(predictions: np.ndarray, truth: np.ndarray, ranking: Sequence[int] | N
     """Tier of each team (1, 2, ...): see ``tiers_from_scores``. ``ranking`` defaults to the
     observed scores, best first (ties in row order)."""
     predictions, truth = _check(predictions, truth)
-    ranking = _ranking(scores(predictions, truth, metric, num_classes), ranking)
+    sign = orientation(metric)
+    ranking = _ranking(sign * scores(predictions, truth, metric, num_classes), ranking)
     boot = resampled_scores(predictions, truth, resample_counts(truth.shape[0], resamples, seed), metric, num_classes)
-    return tiers_from_scores(boot, ranking, alpha)[0]
+    return tiers_from_scores(sign * boot, ranking, alpha)[0]
 
 
 def rank_ranges_from_scores(boot: np.ndarray, confidence: float = RANGE_CONFIDENCE) -> np.ndarray:
     """``[T, 2]`` int: the (1-confidence)/2 and (1+confidence)/2 quantiles of each team's rank
-    over the resamples (the inverted-CDF quantile: the smallest rank reached by that share)."""
+    over the resamples (the inverted-CDF quantile: the smallest rank reached by that share).
+    ``boot`` is oriented: higher is better."""
     r = ranks(boot)
     tail = (1.0 - confidence) / 2.0
     lo = np.quantile(r, tail, axis=0, method="inverted_cdf")
@@ -240,7 +254,7 @@ def rank_ranges(predictions: np.ndarray, truth: np.ndarray, *, metric: str | Cal
     """Each team's 90 % rank interval ``[T, 2]`` when all teams' rows are resampled together."""
     predictions, truth = _check(predictions, truth)
     boot = resampled_scores(predictions, truth, resample_counts(truth.shape[0], resamples, seed), metric, num_classes)
-    return rank_ranges_from_scores(boot, confidence)
+    return rank_ranges_from_scores(orientation(metric) * boot, confidence)
 
 
 # --------------------------------------------------------------------------- shake-up forecast
@@ -257,11 +271,12 @@ def shakeup_forecast(predictions: np.ndarray, truth: np.ndarray, private_rows: i
     competition ranks of the observed public scores. Uses public information only.
     """
     predictions, truth = _check(predictions, truth)
+    sign = orientation(metric)
     if public_rank is None:
-        public_rank = ranks(scores(predictions, truth, metric, num_classes))
+        public_rank = ranks(sign * scores(predictions, truth, metric, num_classes))
     public_rank = np.asarray(public_rank, dtype=np.int64)
     counts = resample_counts(truth.shape[0], resamples, seed, draw=int(private_rows), two_stage=two_stage)
-    simulated = ranks(resampled_scores(predictions, truth, counts, metric, num_classes))
+    simulated = ranks(sign * resampled_scores(predictions, truth, counts, metric, num_classes))
     return np.mean(simulated != public_rank[None, :], axis=0)
 
 
@@ -297,11 +312,13 @@ def honest_board(predictions: np.ndarray, truth: np.ndarray, *, ranking: Sequenc
     forecast draws its private splits with ``seed + 1``. Compute once per board version.
     """
     predictions, truth = _check(predictions, truth)
+    sign = orientation(metric)
     observed = scores(predictions, truth, metric, num_classes)
-    order = _ranking(observed, ranking)
-    boot = resampled_scores(predictions, truth, resample_counts(truth.shape[0], resamples, seed), metric, num_classes)
+    order = _ranking(sign * observed, ranking)
+    boot = sign * resampled_scores(predictions, truth, resample_counts(truth.shape[0], resamples, seed), metric,
+                                   num_classes)
     tier, p_value = tiers_from_scores(boot, order, alpha)
-    rank = ranks(observed)
+    rank = ranks(sign * observed)
     forecast = None
     if private_rows:
         forecast = shakeup_forecast(predictions, truth, private_rows, public_rank=rank, metric=metric,
@@ -322,7 +339,8 @@ def ladder_step(public_rows: int) -> float:
 
 
 def shown_scores(scores_in_order: Sequence[float], mode: str = "exact", *, decimals: int = 4,
-                 step: float | None = None, public_rows: int | None = None) -> np.ndarray:
+                 step: float | None = None, public_rows: int | None = None,
+                 higher_is_better: bool = True) -> np.ndarray:
     """The public score shown after each of one team's submissions, in submission order.
 
     - ``"exact"``: the score itself;
@@ -331,7 +349,8 @@ def shown_scores(scores_in_order: Sequence[float], mode: str = "exact", *, decim
       value shown so far by more than ``step`` (default ``1/sqrt(public_rows)``); it is then the
       submission's score rounded to a multiple of the step. Otherwise the previous value is shown
       again, so small differences between submissions never reach the team. A NaN score (a
-      failed submission) never beats anything.
+      failed submission) never beats anything. For a lower-is-better metric (``higher_is_better``
+      False) "beats" means lower by more than the step.
     """
     values = np.asarray(scores_in_order, dtype=np.float64)
     if mode == "exact":
@@ -344,12 +363,13 @@ def shown_scores(scores_in_order: Sequence[float], mode: str = "exact", *, decim
         if public_rows is None:
             raise ValueError("the ladder needs a step or the number of public rows")
         step = ladder_step(public_rows)
+    sign = 1.0 if higher_is_better else -1.0
     out = np.empty_like(values)
-    best = -math.inf
+    best = -math.inf  # oriented: sign * the shown value
     for i, value in enumerate(values):
-        if value > best + step:  # False for NaN
-            best = round(value / step) * step
-        out[i] = best if math.isfinite(best) else math.nan
+        if sign * value > best + step:  # False for NaN
+            best = sign * (round(value / step) * step)
+        out[i] = sign * best if math.isfinite(best) else math.nan
     return out
 
 

@@ -7,9 +7,10 @@ predictions (scikit-learn's default ``labels``). Every function also accepts a s
 ``[..., K, K]`` and returns one value per matrix, which is what makes the bootstrap vectorised.
 
 ``METRICS`` is the registry: one ``Metric`` per score a competition can rank by or a report shows
-(name, label, function of the confusion matrix, direction). Scoring, the stored score report, the
-leaderboard's tables and ``podium score`` all iterate over it, so a new metric is one ``register``
-call here plus its row in tests/test_metric_registry.py.
+(name, label, function of the confusion matrix, direction, the sentence that explains it, its
+scikit-learn and Kaggle equivalents). Scoring, the stored score report, the leaderboard's tables,
+the honest board's direction, the Evaluation page, the Kaggle export and ``podium score`` all read
+it, so a new metric is one ``register`` call here plus its row in tests/test_metric_registry.py.
 """
 from __future__ import annotations
 
@@ -87,7 +88,10 @@ class Metric:
     name: str  # the key in competition.toml (primary_metric), in score reports and in the API
     label: str  # for people: table headers
     fn: Callable[[np.ndarray], np.ndarray | float]
-    higher_is_better: bool = True  # the boards rank by it in this direction
+    description: str  # Markdown, completes "Submissions are ranked by ...": the Evaluation page, the Kaggle export
+    sklearn: str  # the scikit-learn function that computes the same number (the tests hold us to it)
+    kaggle: str | None = None  # the name of Kaggle's matching metric (podium kaggle export); None: there is none
+    higher_is_better: bool = True  # the boards, tiers, ranges, Ladder and audit rank by it in this direction
 
     def __call__(self, cm: np.ndarray) -> np.ndarray | float:
         return self.fn(cm)
@@ -103,10 +107,29 @@ def register(metric: Metric) -> Metric:
     return metric
 
 
-register(Metric("accuracy", "Accuracy", accuracy))
-register(Metric("precision_macro", "Precision (macro)", precision_macro))
-register(Metric("recall_macro", "Recall (macro)", recall_macro))
-register(Metric("f1_macro", "F1 (macro)", f1_macro))
+register(Metric(
+    "accuracy", "Accuracy", accuracy,
+    description="**accuracy**: the share of scored test images whose predicted class is the true class",
+    sklearn="accuracy_score", kaggle="Categorization Accuracy",
+))
+register(Metric(
+    "precision_macro", "Precision (macro)", precision_macro,
+    description="**macro-averaged precision**: for each class, the share of images predicted as that class that "
+    "really are; averaged over the classes with equal weight",
+    sklearn="precision_score with average='macro'", kaggle="Precision (Macro)",
+))
+register(Metric(
+    "recall_macro", "Recall (macro)", recall_macro,
+    description="**macro-averaged recall**: for each class, the share of its images predicted as that class; "
+    "averaged over the classes with equal weight",
+    sklearn="recall_score with average='macro'", kaggle="Recall (Macro)",
+))
+register(Metric(
+    "f1_macro", "F1 (macro)", f1_macro,
+    description="**macro-averaged F1**: the F1 score of each class (the harmonic mean of its precision and "
+    "recall), averaged over the classes with equal weight",
+    sklearn="f1_score with average='macro'", kaggle="F-Score (Macro), i.e. Mean F1 averaged over classes",
+))
 
 METRIC_NAMES = tuple(METRICS)  # in registration order: the column order of every table
 

@@ -12,16 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.competition import Competition
+from harness.metrics import METRICS, get_metric
 
-METRIC_TEXT = {
-    "accuracy": "**accuracy**: the share of scored test images whose predicted class is the true class",
-    "f1_macro": "**macro-averaged F1**: the F1 score of each class (the harmonic mean of its precision and recall), "
-    "averaged over the classes with equal weight",
-    "precision_macro": "**macro-averaged precision**: for each class, the share of images predicted as that class that "
-    "really are; averaged over the classes with equal weight",
-    "recall_macro": "**macro-averaged recall**: for each class, the share of its images predicted as that class; "
-    "averaged over the classes with equal weight",
-}
 HASH_CHUNK = 1 << 20
 
 
@@ -42,15 +34,25 @@ def _sample_lines(competition: Competition, count: int = 4) -> list[str]:
         return []
 
 
+def _also_shown(primary: str) -> str:
+    """The other registered metrics by their table headers: "Accuracy, Precision (macro) and F1 (macro)"."""
+    labels = [m.label for name, m in METRICS.items() if name != primary]
+    if len(labels) <= 1:
+        return "".join(labels) or "the score"
+    return ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
 def evaluation_markdown(competition: Competition) -> str:
     """The Evaluation page: the metric, the public/private split, the interval, the CSV and checkpoint rules."""
     c, et, lim = competition, competition.eval_transform, competition.limits
     public = round(c.public_fraction * 100)
+    metric = get_metric(c.primary_metric)
+    direction = "higher is better" if metric.higher_is_better else "lower is better"
     parts = [
         "## Metric",
         "",
-        f"Submissions are ranked by {METRIC_TEXT[c.primary_metric]}. The submission page also shows accuracy, "
-        "macro-averaged precision, recall and F1, a per-class table and the confusion matrix.",
+        f"Submissions are ranked by {metric.description} ({direction}). The submission page also shows "
+        f"{_also_shown(c.primary_metric)}, a per-class table and the confusion matrix.",
         "",
         "## Public and private leaderboards",
         "",

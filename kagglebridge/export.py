@@ -20,19 +20,7 @@ from pathlib import Path
 
 from harness.competition import Competition, load_competition
 from harness.errors import PodiumError
-
-# podium's metric -> (the Kaggle metric to choose, what it computes: the same function on the same rows)
-KAGGLE_METRICS = {
-    "accuracy": ("Categorization Accuracy", "the share of rows whose label is right "
-                                            "(scikit-learn's accuracy_score)"),
-    "f1_macro": ("F-Score (Macro), i.e. Mean F1 averaged over classes",
-                 "the F1 score of each class, averaged with equal weight over the classes "
-                 "(scikit-learn's f1_score with average='macro')"),
-    "precision_macro": ("Precision (Macro)", "the precision of each class, averaged with equal weight over the classes "
-                                             "(scikit-learn's precision_score with average='macro')"),
-    "recall_macro": ("Recall (Macro)", "the recall of each class, averaged with equal weight over the classes "
-                                       "(scikit-learn's recall_score with average='macro')"),
-}
+from harness.metrics import get_metric
 
 
 def _usage_counts(solution_csv: Path) -> dict[str, int]:
@@ -44,7 +32,7 @@ def _usage_counts(solution_csv: Path) -> dict[str, int]:
 
 
 def description(competition: Competition, counts: dict[str, int]) -> str:
-    metric, meaning = KAGGLE_METRICS[competition.primary_metric]
+    metric = get_metric(competition.primary_metric)
     scored = counts["Public"] + counts["Private"]
     share = counts["Public"] / scored if scored else 0.0
     classes = ", ".join(f"`{c}`" for c in competition.classes)
@@ -71,7 +59,8 @@ def description(competition: Competition, counts: dict[str, int]) -> str:
         "",
         "## Evaluation",
         "",
-        f"Submissions are scored with **{metric}**: {meaning}.",
+        f"Submissions are scored with **{metric.kaggle}**: {metric.description.replace('**', '')} "
+        f"(scikit-learn's {metric.sklearn}).",
         "",
         f"The leaderboard is computed on {counts['Public']} of the {scored} scored test rows "
         f"({share:.0%}, the public leaderboard); the final standings use the other {counts['Private']} rows "
@@ -94,8 +83,9 @@ def description(competition: Competition, counts: dict[str, int]) -> str:
 def export_competition(competition_dir: Path, out: Path) -> Path:
     """Write the bundle to ``out`` (which must not exist yet, or be an empty folder); returns ``out``."""
     competition = load_competition(competition_dir)
-    if competition.primary_metric not in KAGGLE_METRICS:
-        raise PodiumError(f"podium does not know the Kaggle metric for {competition.primary_metric!r}.")
+    if get_metric(competition.primary_metric).kaggle is None:
+        raise PodiumError(f"Kaggle has no metric that matches {competition.primary_metric!r} (the primary_metric "
+                          "of competition.toml); choose another primary_metric to export this competition.")
     solution = competition.solution_path
     if not solution.is_file():
         raise PodiumError(f"{solution} is missing: exporting needs the organizer's copy of the competition "

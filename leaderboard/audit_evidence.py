@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from harness import audit
 from harness.competition import PRIVATE, PUBLIC
+from harness.metrics import get_metric
 from leaderboard.extensions import db
 from leaderboard.honest_board import ranked_predictions
 from leaderboard.models import Submission, Team
@@ -89,7 +90,8 @@ def gather(baseline: float | None = None, alpha: float = audit.ALPHA, max_share:
     if with_private:
         evidence["implausible_score"] = audit.implausible_scores(
             [names[r.team_id] for r in with_private], [r.public_score for r in with_private],
-            [private[r.id] for r in with_private], public_rows, private_rows, baseline)
+            [private[r.id] for r in with_private], public_rows, private_rows, baseline,
+            higher_is_better=get_metric(competition.primary_metric).higher_is_better)
     return AuditReport(teams=len(best), rows=int(scored.sum()), baseline=baseline, baseline_how=baseline_how,
                        evidence=evidence, left_out=left_out)
 

@@ -25,10 +25,11 @@ import numpy as np
 import sqlalchemy as sa
 
 from harness.competition import PRIVATE, PUBLIC
-from harness.honest import assign_medals, honest_board, shown_decimals
+from harness.honest import assign_medals, honest_board, orientation, shown_decimals
 from leaderboard.extensions import db
 from leaderboard.intake import parse_stored_csv
 from leaderboard.models import Submission
+from leaderboard.protocol import SubmissionStatus
 from leaderboard.ranking import Board, BoardRow, ROUND, is_revealed, ranked_filter, versioned_board
 from leaderboard.recording import load_saved_predictions
 from leaderboard.state import current_competition, current_solution, podium_state
@@ -107,7 +108,7 @@ def team_ladders(protection: Protection, team_ids=None) -> dict[int, tuple[dict[
         ids = [s for s, _ in subs]
         values = [v for _, v in subs]
         if protection.mode == "ladder":
-            shown = setting.shown(values, public_rows())
+            shown = setting.shown(values, public_rows(), orientation(current_competition().primary_metric) > 0)
             setter, last = None, -math.inf
             for sub_id, value in zip(ids, shown):
                 if math.isfinite(value) and value != last:
@@ -125,7 +126,7 @@ def shown_public(submission: Submission, protection: Protection | None = None) -
         return None
     if protection.mode != "ladder":
         return protection.show(submission.public_score)
-    if submission.late or submission.status != "scored":
+    if submission.late or submission.status != SubmissionStatus.SCORED:
         # late submissions never move the ladder; they are shown rounded to the step
         return round(round(submission.public_score / protection.step) * protection.step, protection.decimals)
     shown, _ = team_ladders(protection, [submission.team_id]).get(submission.team_id, ({}, None))
@@ -279,7 +280,8 @@ def compute_honest(board: Board) -> HonestBoard:
         created = dict(db.session.execute(
             sa.select(Submission.id, Submission.created_at).where(Submission.id.in_(list(setters.values())))
         ).all()) if setters else {}
-        rows.sort(key=lambda r: (-(r.score if r.score is not None else -math.inf),
+        sign = orientation(competition.primary_metric)
+        rows.sort(key=lambda r: (-(sign * r.score if r.score is not None else -math.inf),
                                  created.get(setters.get(r.team_id), r.submitted_at), r.team_id))
         rows = [replace(r, rank=i + 1) for i, r in enumerate(rows)]
     public_order = [(r.team_id, setters.get(r.team_id, r.submission_id)) for r in sorted(rows, key=lambda r: r.rank)]
