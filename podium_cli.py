@@ -4,17 +4,21 @@ Subcommands live beside the code they call (``harness/cli.py``, ``baseline/cli.p
 ``leaderboard/cli.py``, ``leaderboard/client/``) and are imported only when run, so ``podium score
 sub.csv`` never pays for torch or Flask. A user's mistake (``PodiumError``) is printed without a
 traceback and exits 2; anything else is a bug in podium and exits 1 with its traceback. A command
-whose third-party dependency is not installed says so; an ImportError inside podium itself is a bug
-and surfaces as one.
+whose declared dependency (pyproject.toml) is not installed says which one and how to install it;
+any other ImportError (inside podium, or of a module podium does not declare) is a bug and
+surfaces as one, with its traceback.
 """
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 
 import click
 
-OWN_PACKAGES = frozenset({"harness", "baseline", "leaderboard", "podium_cli"})
+# Declared dependencies whose import name is not their distribution's name.
+IMPORT_NAMES = {"sklearn": "scikit-learn", "PIL": "pillow", "pytorch_grad_cam": "grad-cam",
+                "markdown_it": "markdown-it-py"}
 
 COMMANDS = {
     "init": ("kagglebridge.cli", "init_command", "Build a competition directory from a dataset."),
@@ -40,6 +44,26 @@ COMMANDS = {
 }
 
 
+def declared_requirement(module: str) -> str | None:
+    """The distribution podium declares (dependencies or extras) that provides top-level ``module``, or None."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        declared = requires("podium") or []
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return None
+    wanted = _normalise(IMPORT_NAMES.get(module, module))
+    for line in declared:
+        name = re.split(r"[\s\[<>=!~;(]", line, maxsplit=1)[0]
+        if _normalise(name) == wanted:
+            return name
+    return None
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -51,12 +75,12 @@ class LazyGroup(click.Group):
         try:
             loaded = importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            missing = (exc.name or "").partition(".")[0]
-            if not missing or missing in OWN_PACKAGES:
-                raise  # podium's own module is missing or broken: a bug, with its traceback
+            requirement = declared_requirement((exc.name or "").partition(".")[0])
+            if requirement is None:
+                raise  # podium's own module, or one podium does not declare: a bug, with its traceback
             raise click.ClickException(
-                f"podium {name} is not available in this installation: it needs the package {missing!r}, "
-                f"which is not installed (pip install {missing})."
+                f"podium {name} is not available in this installation: it needs the package {requirement!r}, "
+                f"which is not installed (pip install {requirement})."
             ) from None
         return getattr(loaded, attr)
 
