@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from flask import current_app
@@ -63,9 +64,20 @@ def explanation_dir(sub: Submission) -> Path:
     return podium_state().storage_root / FOLDER / f"{sub.id}-{sub.sha256[:16]}"
 
 
+class ExplanationStatus(StrEnum):
+    """A submission's Grad-CAM: ``none`` -> ``running`` -> ``done`` | ``failed`` (-> ``running`` again on a
+    retry); ``unavailable`` for a submission that has none (a CSV, or a checkpoint not scored)."""
+
+    NONE = "none"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    UNAVAILABLE = "unavailable"
+
+
 @dataclass(frozen=True)
 class Explanation:
-    status: str  # "none" | "running" | "done" | "failed" | "unavailable"
+    status: ExplanationStatus
     summary: dict | None = None
     message: str | None = None
 
@@ -73,22 +85,22 @@ class Explanation:
 def explanation(sub: Submission) -> Explanation:
     """What the submission page shows of the Grad-CAM of ``sub``."""
     if not explainable(sub):
-        return Explanation("unavailable")
+        return Explanation(ExplanationStatus.UNAVAILABLE)
     target = explanation_dir(sub)
     if (target / "explain.json").is_file():
         try:
-            return Explanation("done", json.loads((target / "explain.json").read_text(encoding="utf-8")))
+            return Explanation(ExplanationStatus.DONE, json.loads((target / "explain.json").read_text(encoding="utf-8")))
         except (OSError, ValueError):
-            return Explanation("failed", message="The stored explanation is damaged.")
+            return Explanation(ExplanationStatus.FAILED, message="The stored explanation is damaged.")
     runner = _runner()
     with runner.lock:
         thread = runner.running.get(target.name)
         if thread is not None and thread.is_alive():
-            return Explanation("running")
+            return Explanation(ExplanationStatus.RUNNING)
     failed = target.with_name(target.name + ".failed")
     if failed.is_file():
-        return Explanation("failed", message=failed.read_text(encoding="utf-8", errors="replace")[:2000])
-    return Explanation("none")
+        return Explanation(ExplanationStatus.FAILED, message=failed.read_text(encoding="utf-8", errors="replace")[:2000])
+    return Explanation(ExplanationStatus.NONE)
 
 
 def _command(checkpoint: Path, competition_root: Path, out: Path) -> list[str]:

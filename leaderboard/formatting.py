@@ -26,6 +26,7 @@ def heat(value: int, top: int) -> str:
 
 def template_globals() -> dict:
     from leaderboard.auth import is_admin, session_team
+    from leaderboard.explanations import ExplanationStatus
     from leaderboard.state import current_competition
 
     return {
@@ -39,4 +40,5 @@ def template_globals() -> dict:
         "metrics": tuple(METRICS.values()),
         "SubmissionStatus": SubmissionStatus,
         "JobStatus": JobStatus,
+        "ExplanationStatus": ExplanationStatus,
     }

@@ -67,6 +67,20 @@ def test_http_clients_share_only_the_protocol_with_the_server(module):
     assert not server, f"{module} imports server code {sorted(server)}"
 
 
+@pytest.mark.parametrize("module", ["leaderboard.client.worker", "leaderboard.client.submit", "leaderboard.protocol"])
+def test_importing_a_client_loads_nothing_of_the_server(module):
+    """In a fresh process: the package's ``__init__`` too, not only the client's own imports."""
+    import subprocess
+    import sys
+
+    code = (f"import sys, {module}\n"
+            "server = ('flask', 'flask_sqlalchemy', 'flask_wtf', 'sqlalchemy', 'werkzeug', 'leaderboard.app',\n"
+            "          'leaderboard.models', 'leaderboard.state', 'leaderboard.extensions')\n"
+            "print(sorted(n for n in server if n in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", f"importing {module} loaded {out.stdout.strip()}"
+
+
 def test_no_import_cycle_among_podium_modules():
     own = {m: {d for d in deps if d in MODULES and d != m and not under(m, d) and not under(d, m)}
            for m, deps in GRAPH.items()}
