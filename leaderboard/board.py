@@ -9,13 +9,12 @@ from leaderboard.auth import is_admin, session_team
 from leaderboard.extensions import db
 from leaderboard.intake import storage_path
 from leaderboard.models import Submission, Team
-from leaderboard.protocol import SubmissionStatus
 from leaderboard.ranking import is_revealed
 from leaderboard.state import current_competition, podium_state
 from leaderboard.charts import epoch_ticks, line_chart, max_epoch_ticks, time_label, time_tick_label
-from leaderboard.visibility import visible_result
+from leaderboard.visibility import TeamHistory, page_result, team_history
 from leaderboard.honest_board import (FORECAST_EXPLANATION, TIER_EXPLANATION, current_protection, shown_public,
-                                      shown_scores_of, versioned_honest_board, visible_finals)
+                                      versioned_honest_board)
 
 bp = Blueprint("board", __name__)
 
@@ -45,23 +44,17 @@ def team(slug: str):
     team = db.first_or_404(sa.select(Team).where(Team.slug == slug))
     me = session_team()
     owner = is_admin() or (me is not None and me.id == team.id)
-    subs = list(
-        db.session.scalars(sa.select(Submission).where(Submission.team_id == team.id).order_by(Submission.created_at))
-    )
-    scored = [s for s in subs if s.status == SubmissionStatus.SCORED]
-    protection = current_protection()
-    shown = shown_scores_of(subs, protection)
-    ranked = [(s.created_at.timestamp(), shown[s.id]) for s in scored if not s.late and shown[s.id] is not None]
-    late = [(s.created_at.timestamp(), shown[s.id]) for s in scored if s.late and shown[s.id] is not None]
-    series = [("public score", ranked)] + ([("late", late)] if late else [])
-    chart = line_chart(series, x_label=time_label, y_label=lambda y: f"{y:.4f}",
-                       x_tick_label=time_tick_label([t for _, pts in series for t, _ in pts]), x_title="time (UTC)")
-    finals = visible_finals(team.id, current_competition().final_selections, protection) if owner else set()
-    listed = subs if owner else scored
+    history = team_history(team.id, owner)
     return render_template(
-        "team.html", team=team, submissions=list(reversed(listed)), chart=chart, owner=owner, finals=finals,
-        revealed=is_revealed(), shown=shown, protection=protection,
+        "team.html", team=team, submissions=history.submissions, chart=_history_chart(history), owner=owner,
+        finals=history.finals, revealed=history.revealed, shown=history.shown, protection=history.protection,
     )
+
+
+def _history_chart(history: TeamHistory):
+    series = [("public score", history.ranked_points)] + ([("late", history.late_points)] if history.late_points else [])
+    return line_chart(series, x_label=time_label, y_label=lambda y: f"{y:.4f}",
+                      x_tick_label=time_tick_label([t for _, pts in series for t, _ in pts]), x_title="time (UTC)")
 
 
 def _viewable_submission(submission_id: int) -> Submission:
@@ -96,10 +89,8 @@ def submission(submission_id: int):
     sub = _viewable_submission(submission_id)
     team = db.session.get(Team, sub.team_id)
     revealed = is_revealed()
-    result = visible_result(sub, revealed)
     protection = current_protection(revealed)
-    if protection.active:  # probing protection: only the protected public score, no public report
-        result = None
+    result = page_result(sub, revealed, protection)
     # The per-class table and the heat map of one split: public by default; private or all rows only
     # once revealed (visible_result holds nothing else before), so ?split=private asks for nothing.
     splits = [s for s in SPLITS if result is not None and s in result]

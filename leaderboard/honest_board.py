@@ -30,7 +30,7 @@ from leaderboard.extensions import db
 from leaderboard.intake import parse_stored_csv
 from leaderboard.models import Submission
 from leaderboard.protocol import SubmissionStatus
-from leaderboard.ranking import Board, BoardRow, ROUND, is_revealed, ranked_filter, versioned_board
+from leaderboard.ranking import Board, ROUND, is_revealed, ranked_filter, versioned_board
 from leaderboard.recording import load_saved_predictions
 from leaderboard.state import current_competition, current_solution, podium_state
 

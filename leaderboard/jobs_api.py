@@ -51,23 +51,26 @@ def claim() -> Response:
     won = jobs.claim(name)
     if won is None:
         return Response(status=204)
-    return jsonify(
-        {
-            "id": won.job_id,
-            "submission_id": won.submission_id,
-            "sha256": won.sha256,
-            "attempt": won.attempt,
-            "lease": won.lease_key,
-            "lease_seconds": won.lease_seconds,
-            "lease_expires_at": won.lease_expires_at.isoformat(),
-            "file_url": url_for("jobs_api.job_file", job_id=won.job_id),
-            "heartbeat_url": url_for("jobs_api.heartbeat", job_id=won.job_id),
-            "result_url": url_for("jobs_api.result", job_id=won.job_id),
-            "release_url": url_for("jobs_api.release", job_id=won.job_id),
-            "test_data_url": url_for("jobs_api.test_data"),
-            "test_data_version": _test_data_version(),
-        }
-    )
+    return jsonify(_claim_body(won))
+
+
+def _claim_body(won: jobs.Claim) -> dict:
+    """The claimed job as the worker reads it: its lease and where to fetch, beat, post and release."""
+    urls = {f"{what}_url": url_for(f"jobs_api.{view}", job_id=won.job_id)
+            for what, view in (("file", "job_file"), ("heartbeat", "heartbeat"), ("result", "result"),
+                               ("release", "release"))}
+    return {
+        "id": won.job_id,
+        "submission_id": won.submission_id,
+        "sha256": won.sha256,
+        "attempt": won.attempt,
+        "lease": won.lease_key,
+        "lease_seconds": won.lease_seconds,
+        "lease_expires_at": won.lease_expires_at.isoformat(),
+        **urls,
+        "test_data_url": url_for("jobs_api.test_data"),
+        "test_data_version": _test_data_version(),
+    }
 
 
 def _held_job(job_id: int) -> ScoringJob | None:
@@ -166,27 +169,45 @@ def _predictions(body) -> tuple[list[int] | None, str | None]:
 @require_worker
 def result(job_id: int) -> Response:
     key = request.headers.get(LEASE_HEADER, "")
-    body = request.get_json(silent=True)
-    if body is None:
-        return _error(400, "The result must be JSON.")
-    if isinstance(body, dict) and "errors" in body:
-        messages = body["errors"]
-        if not (isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages)):
-            return _error(400, "errors must be a non-empty list of strings")
-        outcome = jobs.refuse(job_id, key, [m[:1000] for m in messages[:MAX_MESSAGES]])
-    elif isinstance(body, dict) and "failure" in body:
-        outcome = jobs.fail(job_id, key, str(body["failure"]))
+    try:
+        kind, value = _read_result(request.get_json(silent=True))
+    except BadResult as exc:
+        return _error(400, str(exc))
+    if kind == "errors":
+        outcome = jobs.refuse(job_id, key, value)
+    elif kind == "failure":
+        outcome = jobs.fail(job_id, key, value)
+    elif kind == "malformed":  # a worker bug (ours): the job fails, not counted against the team
+        outcome = jobs.fail(job_id, key, f"malformed result from the worker: {value}")
+        if not outcome.accepted:
+            return _error(409, "This worker does not hold the lease on that job.")
+        return _error(422, value)
     else:
-        values, problem = _predictions(body)
-        if problem is not None:
-            outcome = jobs.fail(job_id, key, f"malformed result from the worker: {problem}")
-            if not outcome.accepted:
-                return _error(409, "This worker does not hold the lease on that job.")
-            return _error(422, problem)
-        outcome = jobs.complete(job_id, key, values)
+        outcome = jobs.complete(job_id, key, value)
     if not outcome.accepted:
         return _error(409, "The result was not accepted: " + outcome.status + ".")
     return jsonify({"status": outcome.status, "messages": list(outcome.messages)})
+
+
+class BadResult(ValueError):
+    """A result body that is not one of the protocol's three shapes (400, nothing recorded)."""
+
+
+def _read_result(body) -> tuple[str, object]:
+    """``("errors", [message, ...])`` (the checkpoint is refused: the team's problem), ``("failure",
+    reason)`` (ours), ``("predictions", [index, ...])``, or ``("malformed", why)`` for predictions a
+    worker got wrong. Raises ``BadResult`` for a body that is not JSON or has bad ``errors``."""
+    if body is None:
+        raise BadResult("The result must be JSON.")
+    if isinstance(body, dict) and "errors" in body:
+        messages = body["errors"]
+        if not (isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages)):
+            raise BadResult("errors must be a non-empty list of strings")
+        return "errors", [m[:1000] for m in messages[:MAX_MESSAGES]]
+    if isinstance(body, dict) and "failure" in body:
+        return "failure", str(body["failure"])
+    values, problem = _predictions(body)
+    return ("malformed", problem) if problem is not None else ("predictions", values)
 
 
 @jobs_api.post("/<int:job_id>/release")

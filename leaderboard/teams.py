@@ -6,7 +6,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from leaderboard import services
 from leaderboard.auth import login_required, login_team, logout, session_team, team_for_login
 from leaderboard.intake import daily_limit_left, submit
-from leaderboard.honest_board import current_protection, shown_scores_of, visible_finals
+from leaderboard.visibility import finals_choice
 from leaderboard.state import current_competition, now
 
 bp = Blueprint("teams", __name__)
@@ -80,13 +80,6 @@ def finals():
             flash("Your final submissions are saved." if chosen else
                   "No submission chosen: your best public submissions count as finals.")
             return redirect(url_for("teams.finals"))
-    k = current_competition().final_selections
-    protection = current_protection()
-    candidates = services.finals_candidates(team.id)
-    if protection.active:
-        # probing protection: neither the order of the exact scores nor the default finals (the best
-        # exact ones) may show; newest first, the shown score only, stars on chosen finals only
-        candidates.sort(key=lambda s: (s.created_at, s.id), reverse=True)
-    return render_template("finals.html", submissions=candidates, finals=visible_finals(team.id, k, protection),
-                           k=k, error=error, shown=shown_scores_of(candidates, protection),
-                           protection=protection), status
+    choice = finals_choice(team.id)
+    return render_template("finals.html", submissions=choice.submissions, finals=choice.finals, k=choice.k,
+                           error=error, shown=choice.shown, protection=choice.protection), status

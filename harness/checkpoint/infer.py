@@ -9,7 +9,7 @@ The naive per-image torchvision pipeline it must agree with is ``tests/reference
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
