@@ -77,7 +77,11 @@ def _sqlite_hooks(engine) -> None:
 
 def create_app(config: dict | None = None) -> Flask:
     """Build the app. ``config`` must give ``COMPETITION_DIR`` (or ``PODIUM_COMPETITION_DIR``); every
-    other key is in ``leaderboard.config.Config`` (docs/architecture.md, README "Configuration")."""
+    setting is in ``leaderboard.config.Config`` (docs/architecture.md, README "Configuration").
+
+    Two keys belong to the commands that build an app, not to the organizer: ``INSTANCE_PATH`` (the
+    instance folder, which ``podium serve --instance`` names) and ``PODIUM_SCHEMA="skip"`` (``podium
+    db`` and ``podium backup|restore``, which work on a database at any revision)."""
     config = dict(config or {})
     instance = config.pop("INSTANCE_PATH", None)
     app = Flask(__name__, instance_path=str(Path(instance).resolve()) if instance else None,
