@@ -1,11 +1,11 @@
-"""Learning curves -> a diagnosis in the words of the course seeds.
+"""Learning curves -> a diagnosis in the words of the course notes.
 
 A ``history.csv`` has one row per epoch with the columns::
 
     epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,images_per_s
 
 ``epoch``, ``train_loss`` and ``train_acc`` are required in every row. ``val_loss`` and
-``val_acc`` may be left empty in every row (a run without a validation split, such as the seed's
+``val_acc`` may be left empty in every row (a run without a validation split, such as the course notes'
 full-train recipe); ``lr``, ``seconds`` and ``images_per_s`` may be empty or absent. Accuracies
 are fractions in [0, 1]. ``podium baseline`` writes this file; the leaderboard reads the same file
 when a team attaches one to a submission, so a malformed one raises ``SubmissionError`` with
@@ -18,15 +18,15 @@ The rules are one table, ``RULES`` (name, test, headline, remedies, source, how 
 noise), tried in this order:
 
 - ``diverging``: a loss is NaN/infinite, or the training loss ended clearly above where it
-  started -> the learning rate is far too high (seed 002 §4.6.1).
+  started -> the learning rate is far too high (course notes 002 §4.6.1).
 - ``no_validation``: without validation columns only ``diverging`` can be told apart.
 - ``oscillating``: the validation loss goes up and down repeatedly (at least two rises and two
   changes of direction, counting only steps beyond noise) -> lower the learning rate (§4.6.2).
-- ``overfitting``: the training error is far below the validation error (seed 002 §4.4.1: 1 % vs
-  10 %), or the validation loss rose while the training loss kept falling (§4.4.2, seed 000 §2).
+- ``overfitting``: the training error is far below the validation error (course notes 002 §4.4.1: 1 % vs
+  10 %), or the validation loss rose while the training loss kept falling (§4.4.2, course notes 000 §2).
 - ``still_improving``: the validation loss was still clearly falling in the last epoch -> train
-  longer or raise the learning rate a little (seed 002 §4.6.2).
-- ``underfitting``: both errors are high and close (seed 002 §4.4.1: 14 % vs 15 %) -> more
+  longer or raise the learning rate a little (course notes 002 §4.6.2).
+- ``underfitting``: both errors are high and close (course notes 002 §4.4.1: 14 % vs 15 %) -> more
   capacity, more epochs, less regularization.
 - ``healthy``: nothing above was found beyond noise.
 
@@ -58,8 +58,6 @@ OPTIONAL = ("lr", "seconds", "images_per_s")
 ACCURACIES = ("train_acc", "val_acc")
 MAX_HISTORY_BYTES = 1024 * 1024
 MAX_EPOCHS = 10_000
-
-VERDICTS = ("diverging", "oscillating", "overfitting", "still_improving", "underfitting", "healthy", "no_validation")
 
 
 @dataclass(frozen=True)
@@ -352,7 +350,7 @@ class Curves:
 
     @property
     def gap_is_real(self) -> bool:
-        """Val error far above train error (the seeds' 1 % vs 10 %), beyond the val error's noise."""
+        """Val error far above train error (the course notes' 1 % vs 10 %), beyond the val error's noise."""
         t = self.t
         return (
             self.gap >= t.overfit_gap
@@ -419,10 +417,10 @@ RULES: tuple[Rule, ...] = (
         or (c.n >= 2 and c.train_loss[-1] - c.train_loss[0] >= max(c.t.min_loss_step, c.t.loss_rise * abs(c.train_loss[0]))),
         headline=lambda c: "The loss grew or became NaN: the learning rate is far too high.",
         remedies=(
-            "Lower the learning rate by 10x and train again: a rate far above the ideal one makes the loss grow (seed 002 §4.6.1).",
+            "Lower the learning rate by 10x and train again: a rate far above the ideal one makes the loss grow (course notes 002 §4.6.1).",
             "Check the input normalization and the labels before anything else.",
         ),
-        source="seed 002 §4.6.1",
+        source="course notes 002 §4.6.1",
         noise="the training loss (averaged over every training row) must end above its start by the loss floor "
               "and 5 %; a NaN or infinite loss is never noise",
         gate=True,
@@ -435,7 +433,7 @@ RULES: tuple[Rule, ...] = (
             f"No validation columns: final training error {c.train_err[-1]:.1%}; over- or underfitting cannot be told."
         ),
         remedies=("Hold out a validation split (for example --val-fraction 0.1) to see over- or underfitting.",),
-        source="seed 002 §4.4",
+        source="course notes 002 §4.4",
         noise="no validation numbers, nothing to judge",
         gate=True,
         needs_validation=False,
@@ -445,10 +443,10 @@ RULES: tuple[Rule, ...] = (
         test=lambda c: c.turns >= c.t.oscillation_turns and c.rises >= c.t.oscillation_rises,
         headline=lambda c: f"The validation loss went up and down {c.turns} times: the learning rate is too high.",
         remedies=(
-            "Lower the learning rate (for example by 3-10x) and train again (seed 002 §4.6.2).",
-            "Use learning-rate decay (step or exponential) so late steps are smaller (seed 002 §4.6.3).",
+            "Lower the learning rate (for example by 3-10x) and train again (course notes 002 §4.6.2).",
+            "Use learning-rate decay (step or exponential) so late steps are smaller (course notes 002 §4.6.3).",
         ),
-        source="seed 002 §4.6.2",
+        source="course notes 002 §4.6.2",
         noise="a step of the validation loss counts only above 2 % relative, the 0.01 floor and 2 standard "
               "errors of the loss (with val_rows)",
     ),
@@ -457,13 +455,13 @@ RULES: tuple[Rule, ...] = (
         test=lambda c: c.gap_is_real or (c.rise_is_real and c.train_loss[-1] < c.train_loss[c.best]),
         headline=_overfit_headline,
         remedies=(
-            "Add dropout (0.3-0.5) before the classifier (seed 000 §2).",
+            "Add dropout (0.3-0.5) before the classifier (course notes 000 §2).",
             "Add weight decay / L2 regularization (for example weight_decay=1e-4).",
             "Use more data augmentation (random crops, flips) or collect more training data.",
             "Stop early: keep the epoch with the lowest validation loss.",
             "Try a smaller model (fewer layers or units).",
         ),
-        source="seed 002 §4.4.1-4.4.2, seed 000 §2",
+        source="course notes 002 §4.4.1-4.4.2, course notes 000 §2",
         noise="the error gap must exceed 2 standard errors of the validation error, and a rise of the "
               "validation loss must exceed 5 %, the 0.01 floor and 2 standard errors of the loss",
     ),
@@ -475,10 +473,10 @@ RULES: tuple[Rule, ...] = (
             "train longer or raise the learning rate."
         ),
         remedies=(
-            "Train for more epochs with the same learning rate (seed 002 §4.6.2).",
+            "Train for more epochs with the same learning rate (course notes 002 §4.6.2).",
             "Or raise the learning rate a little and train again.",
         ),
-        source="seed 002 §4.6.2",
+        source="course notes 002 §4.6.2",
         noise="the last drop must exceed 2 %, the 0.01 floor and 2 standard errors of the loss",
     ),
     Rule(
@@ -490,11 +488,11 @@ RULES: tuple[Rule, ...] = (
             "the model is too weak for the data."
         ),
         remedies=(
-            "Give the model more capacity: more layers or units, or a different architecture (seed 002 §4.4.1).",
+            "Give the model more capacity: more layers or units, or a different architecture (course notes 002 §4.4.1).",
             "Train for more epochs.",
             "Reduce regularization (lower dropout or weight decay) and retune the learning rate.",
         ),
-        source="seed 002 §4.4.1, seed 000 §2",
+        source="course notes 002 §4.4.1, course notes 000 §2",
         noise="the training error is measured on every training row; the errors count as close when their gap "
               "is under 0.05 or within 2 standard errors of the validation error",
     ),
@@ -504,9 +502,9 @@ RULES: tuple[Rule, ...] = (
         headline=_healthy_headline,
         remedies=(
             "Training and validation losses both improved and levelled off: keep this setting.",
-            "To go further, tune the learning rate first (seed 002 §4.6.1), then the regularization.",
+            "To go further, tune the learning rate first (course notes 002 §4.6.1), then the regularization.",
         ),
-        source="seed 002 §4.4.2",
+        source="course notes 002 §4.4.2",
         noise="the fallback: what remains when no other rule found a change beyond noise",
     ),
 )
@@ -520,7 +518,7 @@ SOURCES: dict[str, str] = {rule.name: rule.source for rule in RULES}
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """One verdict (``VERDICTS``), a one-line headline, the numbers behind it and the seeds' remedies.
+    """One verdict (``VERDICTS``), a one-line headline, the numbers behind it and the course notes' remedies.
 
     ``findings`` lists every rule that fired, the verdict first (e.g. still improving *and*
     underfitting); ``remedies`` are the verdict's.

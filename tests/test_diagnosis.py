@@ -1,4 +1,4 @@
-"""The seeds' diagnosis on synthetic histories, and the history.csv format."""
+"""The course notes' diagnosis on synthetic histories, and the history.csv format."""
 from __future__ import annotations
 
 import math
@@ -37,17 +37,17 @@ def make(train_loss, train_acc, val_loss=None, val_acc=None) -> list[dict]:
     return rows
 
 
-# One synthetic history per verdict, shaped like the seeds' descriptions.
+# One synthetic history per verdict, shaped like the course notes' descriptions.
 CASES = {
-    # seed 002 §4.4.1: train error 1 %, validation error 10 %.
+    # course notes 002 §4.4.1: train error 1 %, validation error 10 %.
     "overfitting": make([0.9, 0.3, 0.1, 0.05, 0.03], [0.70, 0.90, 0.96, 0.98, 0.99],
                         [0.9, 0.5, 0.42, 0.41, 0.405], [0.72, 0.85, 0.89, 0.90, 0.90]),
-    # seed 002 §4.4.1: train error 14 %, validation error 15 %, levelled off.
+    # course notes 002 §4.4.1: train error 14 %, validation error 15 %, levelled off.
     "underfitting": make([1.2, 0.6, 0.5, 0.49, 0.489], [0.60, 0.80, 0.85, 0.86, 0.86],
                          [1.1, 0.62, 0.53, 0.525, 0.5249], [0.62, 0.80, 0.84, 0.85, 0.85]),
-    # seed 002 §4.6.2: val_loss still clearly falling at the end.
+    # course notes 002 §4.6.2: val_loss still clearly falling at the end.
     "still_improving": make([2.0, 1.5, 1.1], [0.3, 0.5, 0.62], [1.9, 1.4, 1.0], [0.32, 0.52, 0.64]),
-    # seed 002 §4.6.2: val_loss goes up and down.
+    # course notes 002 §4.6.2: val_loss goes up and down.
     "oscillating": make([1.0, 0.7, 0.6, 0.5, 0.45, 0.4], [0.7, 0.8, 0.83, 0.86, 0.88, 0.9],
                         [0.8, 0.6, 0.9, 0.55, 0.85, 0.5], [0.75, 0.8, 0.7, 0.82, 0.72, 0.84]),
     "healthy": make([1.0, 0.3, 0.12, 0.1, 0.099], [0.7, 0.92, 0.97, 0.975, 0.975],
@@ -64,7 +64,7 @@ def test_each_verdict_on_a_synthetic_history(verdict):
     assert d.findings[0] == verdict
     assert d.remedies == list(REMEDIES[verdict]) and d.remedies
     assert d.headline and "\n" not in d.headline
-    assert d.source.startswith("seed")
+    assert d.source.startswith("course notes")
 
 
 def test_every_verdict_has_a_case_and_remedies():
@@ -267,7 +267,7 @@ def test_the_seeds_clear_cases_keep_their_verdicts_with_val_rows():
 
 
 def test_ups_and_downs_within_noise_are_not_oscillation():
-    # the seeds' oscillating curve measured on 10 validation rows: every step is within noise
+    # the course notes' oscillating curve measured on 10 validation rows: every step is within noise
     d = diagnose(with_rows(CASES["oscillating"], 10))
     assert "oscillating" not in d.findings and d.evidence["val_loss_turns"] == 0
 
