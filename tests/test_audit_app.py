@@ -7,10 +7,13 @@ import io
 import subprocess
 
 import numpy as np
+import pytest
 
 from leaderboard.services import create_team
 from tests.conftest import PODIUM
 from tests.live import make_test_app
+
+pytestmark = pytest.mark.usefixtures("each_database")  # every test on SQLite and on PostgreSQL
 
 ADMIN = "admin-token"
 

@@ -18,6 +18,8 @@ from leaderboard.services import create_team, reveal
 from tests.conftest import PODIUM
 from tests.live import LiveServer, make_test_app
 
+pytestmark = pytest.mark.usefixtures("each_database")  # every test on SQLite and on PostgreSQL
+
 ADMIN = "admin-token"
 
 

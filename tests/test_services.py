@@ -15,12 +15,15 @@ from leaderboard.protocol import SubmissionStatus
 from leaderboard.ranking import BOARD_VERSION, board_version, is_revealed
 from leaderboard.state import podium_state
 from leaderboard.transactions import write_transaction
+from tests.pg import database_config
+
+pytestmark = pytest.mark.usefixtures("each_database")  # every test on SQLite and on PostgreSQL
 
 
 @pytest.fixture
 def app(tmp_path, digits_competition):
     return create_app({"COMPETITION_DIR": str(digits_competition.root), "INSTANCE_PATH": str(tmp_path / "instance"),
-                       "WTF_CSRF_ENABLED": False, "TESTING": True})
+                       "WTF_CSRF_ENABLED": False, "TESTING": True, **database_config()})
 
 
 def csv_of(solution, predictions) -> bytes:

@@ -21,6 +21,7 @@ from leaderboard.charts import epoch_ticks, line_chart
 from tests.site import ADMIN, csv_of, history_csv, make_app
 
 
+
 def tick_labels(page: str) -> list[tuple[int, float, list[tuple[float, str, str]]]]:
     """(width, font size, x tick labels (x, text, anchor)) of every chart on a page, in SVG units."""
     charts = []
@@ -104,6 +105,7 @@ def test_y_ticks_are_round_never_below_zero_for_positive_data_and_fit_left_of_th
         assert chart.left - 4 - len(text) * 0.62 * font >= 0, text
 
 
+@pytest.mark.usefixtures("each_database")  # on SQLite and on PostgreSQL
 def test_a_history_with_extreme_losses_still_shows_its_page(tmp_path, digits_competition, digits_solution):
     """read_history accepts any finite loss; 1e308 beside -1e308 overflowed the y axis (OverflowError: a 500 on the
     team's and the organizer's submission page)."""
@@ -134,6 +136,7 @@ def rendered_support(page: str) -> list[int]:
     return [int(row[-1]) for row in (re.findall(r'<td class="num">([^<]*)</td>', r) for r in re.findall(r"<tr>(.*?)</tr>", table))]
 
 
+@pytest.mark.usefixtures("each_database")  # on SQLite and on PostgreSQL
 def test_every_split_has_its_table_and_heat_map_after_reveal_and_only_public_before(tmp_path, digits_competition, digits_solution):
     app = make_app(tmp_path, digits_competition.root, WTF_CSRF_ENABLED=False, TESTING=True)
     with app.app_context():
