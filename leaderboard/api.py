@@ -62,8 +62,9 @@ def create_submission():
     outcome = submit(team, file.filename or "", file.stream, request.form.get("note", ""), request.files.get("history"))
     if outcome.submission is None:
         return json_errors(outcome.status, outcome.messages)
-    body = protect_submission_dict(submission_dict(outcome.submission, is_revealed(), owner_view=True),
-                                   outcome.submission)
+    revealed = is_revealed()
+    body = protect_submission_dict(submission_dict(outcome.submission, revealed, owner_view=True),
+                                   outcome.submission, current_protection(revealed))
     body["submissions_left_today"] = daily_limit_left(team.id)
     if outcome.messages:
         body["errors"] = outcome.messages

@@ -26,7 +26,7 @@ from leaderboard.extensions import db
 from leaderboard.jobs import enqueue
 from leaderboard.models import Submission, Team
 from leaderboard.protocol import SubmissionStatus
-from leaderboard.recording import record_csv
+from leaderboard.recording import csv_outcome, record
 from leaderboard.state import current_competition, current_solution, now, podium_state
 from leaderboard.transactions import write_transaction
 
@@ -190,8 +190,8 @@ def accept(team: Team, upload: Upload) -> Submission:
     check_quota(team)
     stored = store_file(team, upload.stream(), competition)
     check_quota(team, stored)
-    # Parse before taking the write lock: the lock is held only to count and insert.
-    parsed = parse_stored_csv(stored.relative) if stored.kind == "csv" else None
+    # Parse and score before taking the write lock: the lock is held only to count and insert.
+    outcome = csv_outcome(parse_stored_csv(stored.relative)) if stored.kind == "csv" else None
     when = now()
     try:
         with write_transaction(lock_team_id=team_id):
@@ -211,10 +211,10 @@ def accept(team: Team, upload: Upload) -> Submission:
                 counts_toward_limit=True,
             )
             db.session.add(submission)
-            db.session.flush()
-            if parsed is not None:
-                record_csv(submission, parsed)
+            if outcome is not None:
+                record(submission, outcome)  # one INSERT, with its score
             else:
+                db.session.flush()  # the job needs the submission's id
                 enqueue(submission)
     except BaseException:
         discard_unreferenced(stored.relative)  # e.g. the daily-limit race lost under the lock

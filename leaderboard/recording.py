@@ -1,15 +1,19 @@
 """How a submission gets its outcome: scored, refused (the team's problem) or failed (ours).
 
-The same two functions serve CSVs scored in the request, CSVs rescored by the organizer and
-checkpoints scored by a worker. They change the submission and bump the board version in the
+The same functions serve CSVs scored in the request, CSVs rescored by the organizer and
+checkpoints scored by a worker. Scoring (``evaluate``, ``csv_outcome``) needs no database, so an
+upload scores before it takes the write lock; ``record`` (and ``record_predictions``,
+``record_refusal``, ``record_csv``) change the submission and bump the board version in the
 current transaction; the service operation that calls them commits (leaderboard/transactions.py).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from harness.errors import SubmissionError
-from harness.scoring import score_predictions
+from harness.scoring import ScoreReport, score_predictions
 from leaderboard.models import Submission
 from leaderboard.protocol import SubmissionStatus
 from leaderboard.ranking import bump_board_version
@@ -31,24 +35,47 @@ def load_saved_predictions(stored_path: str) -> np.ndarray | None:
         return None
 
 
-def record_predictions(submission: Submission, predictions: np.ndarray) -> None:
-    """Score predictions (class indices in test.npz order) onto ``submission``; the caller commits.
+@dataclass(frozen=True)
+class Outcome:
+    """A scored report, or why there is none: computed without the database, recorded by ``record``."""
 
-    Predictions the harness refuses (wrong length, invalid class) become a refusal that is the
-    team's (it counts toward the limit).
-    """
+    report: ScoreReport | None = None
+    predictions: np.ndarray | None = None
+    messages: list[str] | None = None  # refused (the team's) or failed (``ours``)
+    ours: bool = False
+
+
+def evaluate(predictions: np.ndarray) -> Outcome:
+    """Score predictions (class indices in test.npz order). Predictions the harness refuses (wrong
+    length, invalid class) are a refusal that is the team's (it counts toward the limit)."""
+    predictions = np.asarray(predictions)
     try:
-        report = score_predictions(np.asarray(predictions), current_solution(), current_competition())
+        return Outcome(report=score_predictions(predictions, current_solution(), current_competition()),
+                       predictions=predictions)
     except SubmissionError as exc:
-        record_refusal(submission, exc.messages, ours=False)
+        return Outcome(messages=list(exc.messages))
+
+
+def csv_outcome(parsed) -> Outcome:
+    """The outcome of a parsed CSV (an ``intake.ParsedCsv``): its score, or why it was refused."""
+    if parsed.messages is not None:
+        return Outcome(messages=list(parsed.messages), ours=parsed.ours)
+    return evaluate(parsed.predictions)
+
+
+def record(submission: Submission, outcome: Outcome) -> None:
+    """Put ``outcome`` on ``submission`` and bump the board version; the caller commits."""
+    if outcome.report is None:
+        record_refusal(submission, outcome.messages or [], ours=outcome.ours)
         return
     if submission.kind != "csv":  # a CSV's predictions are its stored file; keep a checkpoint's
         try:
             target = predictions_path(submission.stored_path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            np.save(target, np.asarray(predictions, dtype=np.int16), allow_pickle=False)
+            np.save(target, np.asarray(outcome.predictions, dtype=np.int16), allow_pickle=False)
         except OSError:
             pass  # the score stands; the honest board then leaves this submission out
+    report = outcome.report
     submission.public_score = float(report.primary("public"))
     submission.private_score = float(report.primary("private"))
     submission.public_ci_low = float(report.public.ci_low)
@@ -58,6 +85,11 @@ def record_predictions(submission: Submission, predictions: np.ndarray) -> None:
     submission.messages = []
     submission.counts_toward_limit = True
     bump_board_version()
+
+
+def record_predictions(submission: Submission, predictions: np.ndarray) -> None:
+    """Score predictions onto ``submission`` (``evaluate``, then ``record``); the caller commits."""
+    record(submission, evaluate(predictions))
 
 
 def record_refusal(submission: Submission, messages: list[str], ours: bool) -> None:
@@ -72,8 +104,5 @@ def record_refusal(submission: Submission, messages: list[str], ours: bool) -> N
 
 
 def record_csv(submission: Submission, parsed) -> None:
-    """The outcome of a parsed CSV (an ``intake.ParsedCsv``): its score, or why it was refused."""
-    if parsed.messages is not None:
-        record_refusal(submission, parsed.messages, ours=parsed.ours)
-    else:
-        record_predictions(submission, parsed.predictions)
+    """The outcome of a parsed CSV, recorded (``csv_outcome``, then ``record``); the caller commits."""
+    record(submission, csv_outcome(parsed))
