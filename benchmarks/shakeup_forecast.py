@@ -11,7 +11,8 @@ A team has a skill and a row a difficulty; a team answers a row right with proba
 ``sigmoid(skill - difficulty)`` and otherwise gives a random wrong class. Each team's best of
 ``--submissions`` attempts (chosen by its public score, as teams do) is its board entry. The
 forecast (``harness.honest.shakeup_forecast``) sees the public rows only; the real move is
-whether the team's private rank differs from its public rank. Printed: the Brier score of the
+whether the team's private board position differs from its public one (equal scores in the order
+the teams submitted, as the board breaks ties: what its "places gained" column shows). Printed: the Brier score of the
 forecast, the Brier score of the best constant forecast (the real share of moves, known only
 afterwards), and a calibration table (forecast bins against the share that really moved).
 """
@@ -72,11 +73,14 @@ def simulate(labels: np.ndarray, is_public: np.ndarray, teams: int, submissions:
         best_public[better] = public_score[better]
     pub_pred, pub_truth = entry[:, is_public], labels[is_public]
     priv_pred, priv_truth = entry[:, ~is_public], labels[~is_public]
-    public_rank = honest.ranks(honest.scores(pub_pred, pub_truth))
-    private_rank = honest.ranks(honest.scores(priv_pred, priv_truth))
+    submitted = rng.permutation(teams)  # who submitted first: the board's order of equal scores
+    public_rank = honest.ranks(honest.scores(pub_pred, pub_truth), submitted)
+    private_rank = honest.ranks(honest.scores(priv_pred, priv_truth), submitted)
     m = int((~is_public).sum())
-    forecast = honest.shakeup_forecast(pub_pred, pub_truth, m, public_rank=public_rank, two_stage=True)
-    one_stage = honest.shakeup_forecast(pub_pred, pub_truth, m, public_rank=public_rank, two_stage=False)
+    forecast = honest.shakeup_forecast(pub_pred, pub_truth, m, public_rank=public_rank, two_stage=True,
+                                       tiebreak=submitted)
+    one_stage = honest.shakeup_forecast(pub_pred, pub_truth, m, public_rank=public_rank, two_stage=False,
+                                        tiebreak=submitted)
     return forecast, one_stage, private_rank != public_rank
 
 

@@ -23,7 +23,8 @@ The API (see ``honest_board`` for the one call a board needs):
 - ``tiers``: a team stays in the current tier while the tier's first team is not significantly
   better (one-sided paired bootstrap test at ``alpha``);
 - ``rank_ranges``: each team's 90 % interval of its rank over the resamples;
-- ``shakeup_forecast``: the probability that a team's private rank differs from its public rank;
+- ``shakeup_forecast``: the probability that a team's private rank differs from its public rank
+  (board positions, equal scores in the board's order, when given that order);
 - ``shown_scores``: the public score a team is shown under the ``public_board`` setting (exact,
   rounded, or Blum & Hardt's Ladder);
 - ``assign_medals``: Kaggle-style medals for the top fractions of ranked teams.
@@ -169,12 +170,22 @@ def resampled_scores(predictions: np.ndarray, truth: np.ndarray, counts: np.ndar
     return out
 
 
-def ranks(score_matrix: np.ndarray) -> np.ndarray:
+def ranks(score_matrix: np.ndarray, tiebreak: Sequence[int] | None = None) -> np.ndarray:
     """Competition ranks ("1224"): 1 + the number of teams with a strictly higher score.
 
     ``score_matrix`` is ``[..., T]``; the ranks have the same shape. Exact (no float offsets).
+    With ``tiebreak`` (``[T]``, lower first: the board's order, where equal scores go to the
+    earlier submission), the ranks are board positions instead ("1234"): equal scores are
+    ordered by it, as the board orders them.
     """
     s = np.asarray(score_matrix, dtype=np.float64)
+    if tiebreak is not None:
+        flat = s.reshape(-1, s.shape[-1])
+        key = np.broadcast_to(np.asarray(tiebreak, dtype=np.int64), flat.shape)
+        order = np.lexsort((key, -flat), axis=1)  # score descending, then tiebreak ascending
+        out = np.empty(flat.shape, dtype=np.int64)
+        np.put_along_axis(out, order, np.broadcast_to(np.arange(1, flat.shape[1] + 1), flat.shape), axis=1)
+        return out.reshape(s.shape)
     flat = s.reshape(-1, s.shape[-1])
     order = np.argsort(-flat, axis=1, kind="stable")
     ordered = np.take_along_axis(flat, order, axis=1)
@@ -262,21 +273,23 @@ def rank_ranges(predictions: np.ndarray, truth: np.ndarray, *, metric: str | Cal
 def shakeup_forecast(predictions: np.ndarray, truth: np.ndarray, private_rows: int, *,
                      public_rank: Sequence[int] | None = None, metric: str | Callable = "accuracy",
                      num_classes: int | None = None, resamples: int = RESAMPLES, seed: int = SEED + 1,
-                     two_stage: bool = TWO_STAGE) -> np.ndarray:
+                     two_stage: bool = TWO_STAGE, tiebreak: Sequence[int] | None = None) -> np.ndarray:
     """Probability ``[T]`` that each team's private rank differs from its public rank.
 
     Each simulated private split draws ``private_rows`` rows with replacement from the public rows
     (the same rows for every team) and ranks the teams on it; the forecast is the share of
     simulated splits where a team's rank is not its public rank. ``public_rank`` defaults to the
-    competition ranks of the observed public scores. Uses public information only.
+    ranks of the observed public scores. With ``tiebreak`` (the board's order of equal scores) the
+    ranks are board positions on both sides, as the board's "places gained" counts them; without
+    it, competition ranks. Uses public information only.
     """
     predictions, truth = _check(predictions, truth)
     sign = orientation(metric)
     if public_rank is None:
-        public_rank = ranks(sign * scores(predictions, truth, metric, num_classes))
+        public_rank = ranks(sign * scores(predictions, truth, metric, num_classes), tiebreak)
     public_rank = np.asarray(public_rank, dtype=np.int64)
     counts = resample_counts(truth.shape[0], resamples, seed, draw=int(private_rows), two_stage=two_stage)
-    simulated = ranks(sign * resampled_scores(predictions, truth, counts, metric, num_classes))
+    simulated = ranks(sign * resampled_scores(predictions, truth, counts, metric, num_classes), tiebreak)
     return np.mean(simulated != public_rank[None, :], axis=0)
 
 
@@ -321,8 +334,11 @@ def honest_board(predictions: np.ndarray, truth: np.ndarray, *, ranking: Sequenc
     rank = ranks(sign * observed)
     forecast = None
     if private_rows:
-        forecast = shakeup_forecast(predictions, truth, private_rows, public_rank=rank, metric=metric,
-                                    num_classes=num_classes, resamples=resamples, seed=seed + 1)
+        # board positions: equal scores keep the ranking's order (the board's: the earlier submission first)
+        position = np.empty(len(order), dtype=np.int64)
+        position[order] = np.arange(len(order))
+        forecast = shakeup_forecast(predictions, truth, private_rows, public_rank=position + 1, metric=metric,
+                                    num_classes=num_classes, resamples=resamples, seed=seed + 1, tiebreak=position)
     return HonestBoard(observed, rank, tier, p_value, rank_ranges_from_scores(boot), forecast)
 
 

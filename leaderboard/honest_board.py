@@ -11,9 +11,10 @@ read when nothing changed.
   They are kept per submission (id, sha256) so a new board version re-reads only new files.
 - Probing protection (``public_board`` in competition.toml): while it is ``"rounded"`` or
   ``"ladder"`` and the private board is not revealed, every public score a participant sees is
-  the protected one (``shown_public``); under the Ladder the board ranks by the shown scores and
-  the tiers, ranges and forecast use the submission that set each team's shown score, so a
-  submission that does not beat the shown score by a step changes nothing anyone can read.
+  the protected one (``shown_public``); the board ranks by the shown scores and the tiers, ranges,
+  forecast and tie order use the submission that set each team's shown score (the Ladder's
+  setter; when rounded, the earliest submission that reached the best rounded score), so a
+  submission that does not change the shown score changes nothing anyone can read.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from leaderboard.state import current_competition, current_solution, podium_stat
 
 TIER_EXPLANATION = (
     "Tiers: walking down the board, a team stays in the tier of the team that opened it unless that team "
-    "beats it in at least 95 % of 2,000 paired bootstrap redraws of the test rows; places inside a tier "
+    "beats it in more than 95 % of 2,000 paired bootstrap redraws of the test rows; places inside a tier "
     "are not shown to differ. The range beside a rank holds 90 % of the team's ranks over the same redraws."
 )
 FORECAST_EXPLANATION = (
@@ -94,7 +95,11 @@ def current_protection(revealed: bool | None = None) -> Protection:
 def team_ladders(protection: Protection, team_ids=None) -> dict[int, tuple[dict[int, float], int | None]]:
     """Per team: ({submission id: shown public score after it}, the id of the submission that set
     the team's current shown score), over its ranked (scored, on-time) submissions in time order.
-    Exact/rounded: the shown score of a submission is its own (rounded) score, the setter its best."""
+
+    Ladder: the shown score after each submission, its setter the one that last moved it. Rounded:
+    each submission's own rounded score; the setter is the EARLIEST submission that reached the
+    best rounded score, so a later one that improves only beyond the shown decimals changes
+    nothing (not the tiers, ranges, forecast or tie order either). Exact: own scores, no setter."""
     query = (sa.select(Submission.id, Submission.team_id, Submission.public_score)
              .where(ranked_filter()).order_by(Submission.team_id, Submission.created_at, Submission.id))
     if team_ids is not None:
@@ -103,19 +108,26 @@ def team_ladders(protection: Protection, team_ids=None) -> dict[int, tuple[dict[
     for sub_id, team_id, score in db.session.execute(query):
         by_team.setdefault(team_id, []).append((sub_id, float(score)))
     setting = current_competition().public_board
+    sign = orientation(current_competition().primary_metric)
     out = {}
     for team_id, subs in by_team.items():
         ids = [s for s, _ in subs]
         values = [v for _, v in subs]
         if protection.mode == "ladder":
-            shown = setting.shown(values, public_rows(), orientation(current_competition().primary_metric) > 0)
+            shown = setting.shown(values, public_rows(), sign > 0)
             setter, last = None, -math.inf
             for sub_id, value in zip(ids, shown):
                 if math.isfinite(value) and value != last:
                     setter, last = sub_id, value
             out[team_id] = ({i: protection.show(v) for i, v in zip(ids, shown)}, setter)
         else:
-            out[team_id] = ({i: protection.show(v) for i, v in zip(ids, values)}, None)
+            rounded = [protection.show(v) for v in values]
+            setter, best = None, -math.inf
+            if protection.mode == "rounded":
+                for sub_id, value in zip(ids, rounded):
+                    if value is not None and sign * value > best:
+                        setter, best = sub_id, sign * value
+            out[team_id] = (dict(zip(ids, rounded)), setter)
     return out
 
 
@@ -269,7 +281,7 @@ def compute_honest(board: Board) -> HonestBoard:
         new_rows = []
         for row in rows:
             shown, setter = ladders.get(row.team_id, ({}, None))
-            if protection.mode == "ladder" and setter is not None:
+            if setter is not None:
                 setters[row.team_id] = setter
                 value = shown[setter]
             else:

@@ -42,6 +42,9 @@ def direct_scores(predictions, truth, resamples, seed, draw=None, metric="accura
     return np.array(out)
 
 
+SEED_PLUS_ONE = honest.SEED + 1  # the forecast's seed in honest_board
+
+
 def direct_ranks(row):
     return [1 + sum(1 for other in row if other > mine) for mine in row]
 
@@ -331,3 +334,32 @@ def test_medals_setting(tmp_path):
         ["gold", "silver", "bronze", "bronze", None]
     assert load_with(tmp_path, "").medals == ()
     assert load_with(tmp_path, "medals = { bronze = 0.5 }").medal_fractions == {"bronze": 0.5}
+
+
+def test_positional_ranks_break_ties_in_the_given_order():
+    s = np.array([[0.5, 0.9, 0.5, 0.7], [0.8, 0.8, 0.8, 0.9]])
+    assert honest.ranks(s, tiebreak=[0, 1, 2, 3]).tolist() == [[3, 1, 4, 2], [2, 3, 4, 1]]
+    assert honest.ranks(s, tiebreak=[3, 2, 1, 0]).tolist() == [[4, 1, 3, 2], [4, 3, 2, 1]]
+
+
+def direct_positions(row, order):
+    """Board positions: higher score first, equal scores in ``order`` (the earlier submission first)."""
+    ranked = sorted(range(len(row)), key=lambda t: (-row[t], order.index(t)))
+    return [ranked.index(t) + 1 for t in range(len(row))]
+
+
+def test_the_boards_forecast_counts_board_positions_like_its_places_gained():
+    """The board's "places gained" compares board positions (equal scores: the earlier submission
+    first), so its forecast does too: checked against a direct simulation on teams with many ties
+    (few rows, coarse accuracies), for two different board orders of the same teams."""
+    predictions, truth = synthetic_teams(6, 40, seed=3)
+    predictions[1] = predictions[0]  # identical public rows: always tied
+    private = direct_two_stage_scores(predictions, truth, 300, seed=SEED_PLUS_ONE, draw=60)
+    observed = honest.scores(predictions, truth).tolist()
+    for order in (sorted(range(6), key=lambda t: -observed[t]),
+                  sorted(range(6), key=lambda t: (-observed[t], -t))):  # ties the other way round
+        shown = direct_positions(observed, order)
+        moved = np.array([[r != p for r, p in zip(direct_positions(row, order), shown)] for row in private.tolist()])
+        board = honest.honest_board(predictions, truth, ranking=order, private_rows=60, resamples=300)
+        np.testing.assert_allclose(board.p_rank_change, moved.mean(axis=0), atol=1e-12)
+        assert any(sum(observed[t] == observed[u] for u in range(6)) > 1 for t in range(6))  # ties exist

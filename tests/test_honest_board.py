@@ -233,6 +233,33 @@ def test_rounded_board_shows_scores_to_the_given_decimals_only(tmp_path, digits_
     assert f"{round(exact, 2):.2f}" in client.get("/").get_data(as_text=True)
 
 
+def test_a_rounded_board_leaks_nothing_through_its_honest_numbers(tmp_path, digits_competition, digits_solution):
+    """Under "rounded", a one-row improvement that keeps the rounded score changes nothing a team can
+    read: not the shown score, nor the tiers, rank ranges, forecast or order (they follow the earliest
+    submission that reached the best rounded score, not the best exact one)."""
+    comp = competition_with(tmp_path / "rounded1", digits_competition, 'public_board = { mode = "rounded", decimals = 1 }')
+    app = app_for(tmp_path, comp)
+    client = app.test_client()
+    truth = np.where(digits_solution.labels < 0, 0, digits_solution.labels)
+    public = np.flatnonzero(digits_solution.usage == PUBLIC)
+    for k in range(4):
+        _, other = add_team(app, f"Other {k}")
+        api_submit(client, other, csv_bytes(digits_solution, team_predictions(digits_solution, 0.72 + 0.04 * k, 70 + k)))
+    slug, token = add_team(app, "Prober")
+    base = team_predictions(digits_solution, 0.78, seed=3)
+    exact = float((base[public] == truth[public]).mean())
+    wrong = [r for r in public if base[r] != truth[r]]
+    assert round(exact + 1 / len(public), 1) == round(exact, 1), "the probe must stay inside the rounding"
+    assert api_submit(client, token, csv_bytes(digits_solution, base)).status_code == 201
+    before = client.get("/api/leaderboard").get_json()["rows"]
+    probe = base.copy()
+    probe[wrong[0]] = truth[wrong[0]]  # one wrong public row made right: the exact score rises by one row
+    assert api_submit(client, token, csv_bytes(digits_solution, probe)).status_code == 201
+    after = client.get("/api/leaderboard").get_json()["rows"]
+    keys = ("team", "rank", "score", "tier", "rank_range", "p_rank_change")
+    assert [{k: r[k] for k in keys} for r in after] == [{k: r[k] for k in keys} for r in before]
+
+
 def test_a_checkpoints_predictions_are_kept_for_the_honest_board(tmp_path, exact_comp, digits_solution):
     """A checkpoint's predictions arrive from its worker (no CSV on disk): record_predictions keeps
     them beside the stored file, and the board's tiers and ranges use them."""
