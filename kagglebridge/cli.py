@@ -15,11 +15,13 @@ def kaggle_group() -> None:
 @click.option("--competition", "competition_dir", required=True, type=click.Path(path_type=Path),
               help="The competition directory (the organizer's copy, with private/).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The bundle folder to create.")
-def export_command(competition_dir: Path, out: Path) -> None:
+@click.option("--publish-hidden-test", is_flag=True,
+              help="A hidden-test competition: export its test images anyway (they become public on Kaggle).")
+def export_command(competition_dir: Path, out: Path, publish_hidden_test: bool) -> None:
     """Write what a Kaggle Community competition needs: solution.csv, sample_submission.csv, data/, description.md."""
     from kagglebridge.export import export_competition
 
-    bundle = export_competition(competition_dir, out)
+    bundle = export_competition(competition_dir, out, publish_hidden_test=publish_hidden_test)
     click.echo(f"Kaggle bundle written to {bundle}")
     click.echo(f"  solution:           {bundle / 'solution.csv'}  (id,label,Usage; upload as the solution file)")
     click.echo(f"  sample submission:  {bundle / 'sample_submission.csv'}")
@@ -66,6 +68,13 @@ def board_command(slug: str, into_server: str | None, token: str | None) -> None
     click.echo(format_table(table, align_right={0, 2}))
 
 
+# harness init's options that `podium init kaggle` has no use for: (option, parameter name)
+KAGGLE_IGNORES = (("--title", "title"), ("--decoys", "decoys"), ("--hidden-test", "hidden_test"),
+                  ("--data-dir", "data_dir"), ("--train", "train_dir"), ("--test", "test_dir"),
+                  ("--labels", "labels_file"), ("--image-size", "image_size"), ("--skip-bad", "skip_bad"),
+                  ("--allow-duplicates", "allow_duplicates"), ("--workers", "workers"))
+
+
 def _init(dataset, slug, **options):
     from harness.cli import init_command as harness_init
 
@@ -75,8 +84,14 @@ def _init(dataset, slug, **options):
         return harness_init.callback(dataset=dataset, **options)
     from kagglebridge.fetch import init_from_kaggle  # the files of a Kaggle competition, through the official client
 
-    if options["decoys"]:
-        raise click.UsageError("--decoys is for cifar10 and digits, not kaggle.")
+    ignored = [opt for opt, value in KAGGLE_IGNORES if options.get(value) not in (None, False, 0)]
+    if click.get_current_context().get_parameter_source("image_format") is not click.core.ParameterSource.DEFAULT:
+        ignored.append("--image-format")
+    if ignored:
+        raise click.UsageError(
+            f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to `podium init kaggle`, which "
+            "takes only --slug, --root, --name, --public-fraction and --seed: the competition is built from the "
+            "Kaggle competition's own files, as they are.")
     comp, lines = init_from_kaggle(slug or "", options["root"], options["name"], options["public_fraction"],
                                    seed=options["seed"])
     for line in lines:

@@ -4,21 +4,32 @@ The bundle (a new folder)::
 
     BUNDLE/solution.csv             id,label,Usage: private/solution.csv unchanged (Public/Private/Ignored)
     BUNDLE/sample_submission.csv    id,label: the competition's own sample submission
-    BUNDLE/data/                    the public data files (train.npz, test.npz, sample_submission.csv)
+    BUNDLE/data/                    every public data file, folders included: train.npz, test.npz and
+                                    sample_submission.csv (npz), or train/<class>/..., train.csv,
+                                    test/..., test.csv and sample_submission.csv (image-folders);
                                     and classes.csv (index,name), the label of each class index
-    BUNDLE/description.md           overview, data, submission format and the evaluation section
+    BUNDLE/description.md           overview, the data files as exported, submission format, evaluation
 
 The meaning is unchanged: the same ids, labels and Usage split, so Kaggle scores a submission on
 the same rows podium does, with the metric named in the evaluation section.
+
+A hidden test set (``hidden_test = true``) is refused: a Kaggle Community competition scores
+prediction CSVs, so its participants must have the test images, and exporting them would publish
+what the organizer chose to hide. ``publish_hidden_test`` (``--publish-hidden-test``) exports them
+anyway (test.npz, or test/ and test.csv, from private/) with a sample submission written from their
+ids, for an organizer who runs the hidden competition on podium and a public one on Kaggle.
 """
 from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 from pathlib import Path
 
-from harness.competition import Competition, load_competition
+import numpy as np
+
+from harness.competition import Competition, load_competition, load_npz
 from harness.errors import PodiumError
 from harness.metrics import get_metric
 
@@ -29,6 +40,32 @@ def _usage_counts(solution_csv: Path) -> dict[str, int]:
         for row in csv.DictReader(fh):
             counts[row["Usage"]] = counts.get(row["Usage"], 0) + 1
     return counts
+
+
+def _data_lines(competition: Competition) -> list[str]:
+    """The Data section: the files as exported, in the competition's own format."""
+    if competition.folders:
+        size = competition.eval_transform.size
+        return [
+            f"- `train/<class>/<file>`: the training images ({size} x {size} RGB), one folder per class "
+            "(torchvision's ImageFolder layout: the class folders in sorted order are the class indices).",
+            "- `train.csv`: `file,label`, every training image (its path under the data folder) and its class.",
+            "- `test/<id>.<ext>`: the test images, each named by its id.",
+            "- `test.csv`: `id,file`, every test id and its image.",
+            "- `sample_submission.csv`: a submission in the right format.",
+            "- `classes.csv`: `index,name`, the class name of each label index.",
+            "",
+            "Load the training images with `torchvision.datasets.ImageFolder(\"train\")`; predict one label per "
+            "row of `test.csv`.",
+        ]
+    return [
+        "- `train.npz`: `images` (uint8, N x H x W x 3) and `labels` (int64, the class index).",
+        "- `test.npz`: `images` and `ids` (the id of each test image).",
+        "- `sample_submission.csv`: a submission in the right format.",
+        "- `classes.csv`: `index,name`, the class name of each label index.",
+        "",
+        "Load them with `numpy.load(path)`.",
+    ]
 
 
 def description(competition: Competition, counts: dict[str, int]) -> str:
@@ -45,12 +82,7 @@ def description(competition: Competition, counts: dict[str, int]) -> str:
         "",
         "## Data",
         "",
-        "- `train.npz`: `images` (uint8, N x H x W x 3) and `labels` (int64, the class index).",
-        "- `test.npz`: `images` and `ids` (the id of each test image).",
-        "- `sample_submission.csv`: a submission in the right format.",
-        "- `classes.csv`: `index,name`, the class name of each label index.",
-        "",
-        "Load them with `numpy.load(path)`.",
+        *_data_lines(competition),
         "",
         "## Submission format",
         "",
@@ -80,7 +112,56 @@ def description(competition: Competition, counts: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def export_competition(competition_dir: Path, out: Path) -> Path:
+HIDDEN_TEST_REFUSED = (
+    "{root} keeps its test set hidden (hidden_test = true), and a Kaggle Community competition scores prediction "
+    "CSVs, so its participants would need the test images. Nothing was exported. To run it on Kaggle anyway, "
+    "publishing the test images there, add --publish-hidden-test; or build a competition without --hidden-test."
+)
+
+
+def _public_files(folder: Path) -> list[Path]:
+    """Every regular file under ``folder``, relative, hidden names and links left out."""
+    out = []
+    for dirpath, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d)))
+        for name in sorted(files):
+            path = Path(dirpath) / name
+            if not name.startswith(".") and not path.is_symlink() and path.is_file():
+                out.append(path.relative_to(folder))
+    return out
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)  # a copy, never a link: editing the bundle must not touch the competition
+
+
+def _test_ids(competition: Competition) -> np.ndarray:
+    if competition.folders:
+        from harness.imagefolder import held_out_image_files
+
+        return held_out_image_files(competition)[0]
+    return load_npz(competition.test_path, ("ids",))["ids"]
+
+
+def _export_hidden_test(competition: Competition, data: Path, out: Path) -> None:
+    """The test data from private/ into ``data`` (the worker archive's layout), and a sample submission."""
+    from harness.submission import write_predictions_csv
+
+    if competition.folders:
+        from harness.imagefolder import held_out_image_files
+
+        _copy(competition.test_manifest_path, data / "test.csv")
+        for path in held_out_image_files(competition)[1]:
+            _copy(path, data / path.relative_to(competition.test_dir))
+    else:
+        _copy(competition.test_path, data / "test.npz")
+    ids = _test_ids(competition)
+    write_predictions_csv(data / "sample_submission.csv", ids, np.zeros(len(ids), dtype=np.int64), competition.classes)
+    shutil.copyfile(data / "sample_submission.csv", out / "sample_submission.csv")
+
+
+def export_competition(competition_dir: Path, out: Path, publish_hidden_test: bool = False) -> Path:
     """Write the bundle to ``out`` (which must not exist yet, or be an empty folder); returns ``out``."""
     competition = load_competition(competition_dir)
     if get_metric(competition.primary_metric).kaggle is None:
@@ -90,16 +171,26 @@ def export_competition(competition_dir: Path, out: Path) -> Path:
     if not solution.is_file():
         raise PodiumError(f"{solution} is missing: exporting needs the organizer's copy of the competition "
                           "(with private/solution.csv).")
+    if competition.hidden_test and not publish_hidden_test:
+        raise PodiumError(HIDDEN_TEST_REFUSED.format(root=competition.root))
+    if publish_hidden_test and not competition.hidden_test:
+        raise PodiumError(f"{competition.root} has no hidden test set: its test data is public already; "
+                          "drop --publish-hidden-test.")
+    if publish_hidden_test and not competition.test_manifest_path.is_file() and not competition.test_path.is_file():
+        raise PodiumError(f"{competition.test_dir} holds no test data to publish; export from the organizer's copy.")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PodiumError(f"{out} already exists and is not an empty folder; choose a new --out.")
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(solution, out / "solution.csv")
-    shutil.copyfile(competition.sample_submission_path, out / "sample_submission.csv")
-    for path in sorted((competition.root / "public").iterdir()):
-        if path.is_file() and not path.name.startswith("."):
-            shutil.copyfile(path, data / path.name)
+    public = competition.root / "public"
+    for relative in _public_files(public):
+        _copy(public / relative, data / relative)
+    if competition.hidden_test:
+        _export_hidden_test(competition, data, out)
+    else:
+        shutil.copyfile(competition.sample_submission_path, out / "sample_submission.csv")
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["index", "name"])

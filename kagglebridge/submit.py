@@ -14,11 +14,28 @@ BOARD_PAGE_SIZE = 100
 
 
 def _test_ids(competition: Competition) -> tuple[str, ...]:
+    """The test ids, read by harness's own readers whatever the data format (test.npz's ``ids``, or
+    image folders' ``test.csv``); a hidden test set the local copy does not hold is said so."""
+    from harness.competition import load_npz
+    from harness.errors import CompetitionError
+    from harness.imagefolder import held_out_image_files
+
     try:
-        with np.load(competition.test_path, allow_pickle=False) as npz:
-            return tuple(str(i) for i in npz["ids"])
-    except (OSError, KeyError, ValueError) as exc:
+        if competition.folders:
+            ids = held_out_image_files(competition)[0]
+        else:
+            ids = load_npz(competition.test_path, ("ids",))["ids"]
+    except CompetitionError as exc:
+        if competition.hidden_test:
+            raise PodiumError(
+                f"{competition.root} keeps its test set hidden (hidden_test = true) and this copy does not hold it, "
+                "so podium has no test ids to check a CSV against and sends nothing. Point --competition at the "
+                "organizer's copy (its private/ holds the test data), or submit with `kaggle competitions submit`."
+            ) from None
+        raise PodiumError(exc.messages) from None
+    except (OSError, ValueError) as exc:
         raise PodiumError(f"{competition.test_path}: the test ids could not be read ({exc}).") from None
+    return tuple(str(i) for i in ids)
 
 
 def check_for_kaggle(file: Path, competition: Competition) -> None:

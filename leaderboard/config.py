@@ -63,6 +63,8 @@ class Config:
                                       "Flask-Limiter's counter storage; per process unless shared (e.g. redis://).")
     kaggle_upload_seconds: int = _key(3600, "PODIUM_KAGGLE_UPLOAD_SECONDS",
                                       "How long the upload URL of `kaggle competitions submit` stays valid (single use).", int)
+    kaggle_max_open_uploads: int = _key(5, "PODIUM_KAGGLE_MAX_OPEN_UPLOADS",
+                                        "Upload URLs of `kaggle competitions submit` a team may hold open at once.", int)
     now: Callable | None = _key(None, None, "Tests only: a callable returning the current UTC time.")
 
     @classmethod

@@ -45,3 +45,18 @@ def set_toml(path: Path, **values) -> None:
     for key, value in values.items():
         lines = [f"{key} = {value}" if line.split("=")[0].strip() == key else line for line in lines]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def add_toml(path: Path, *lines: str) -> None:
+    """Add top-level ``key = value`` lines to a competition.toml (before its first [table])."""
+    text = path.read_text(encoding="utf-8").splitlines()
+    first_table = next((i for i, line in enumerate(text) if line.startswith("[")), len(text))
+    path.write_text("\n".join(text[:first_table] + list(lines) + text[first_table:]) + "\n", encoding="utf-8")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,26 +1,40 @@
 """Part 1 of Kaggle interop: the real, unmodified ``kaggle`` command against a real podium server.
 
 Every client command a team uses is run as a subprocess (competitions submit, submissions, leaderboard
---show/--download, files, download, download -f), with Basic credentials and with KAGGLE_API_TOKEN,
-plus a refused file, an oversized file, a wrong key and the daily limit.
+--show/--download, files, download, download -f), with Basic credentials, kaggle.json and
+KAGGLE_API_TOKEN, plus a refused file, an oversized file, a wrong key and the daily limit; against
+the in-thread server and against a real `podium serve` process (its body gate in the path); with
+probing protection (rounded, ladder) and medals; on an image-folders competition; with a real
+`podium worker` process scoring a checkpoint the client waits for.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import email.utils
 import io
+import json
+import re
 import shutil
+import subprocess
+import time
 import zipfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
+import sqlalchemy as sa
 
-from tests.conftest import noisy_predictions, write_submission
-from harness.competition import load_competition
+from tests.conftest import PODIUM, noisy_predictions, write_submission
+from harness.competition import PRIVATE, PUBLIC, load_competition, load_solution
 from harness.errors import SubmissionError
 from harness.submission import parse_csv_submission
-from tests.kaggle_live import kaggle_env, run_kaggle, set_toml
+from tests.kaggle_live import KAGGLE, add_toml, free_port, kaggle_env, run_kaggle, set_toml
+from leaderboard.extensions import db
+from leaderboard.intake import Upload, accept
+from leaderboard.models import Submission
 from leaderboard.services import create_team
 from leaderboard.services import reveal
 from tests.live import LiveServer, make_test_app
@@ -324,3 +338,501 @@ def test_leaderboard_show_and_download_public_then_private_after_reveal(podium, 
     finally:
         with podium["app"].app_context():
             reveal(False)
+
+
+# --- credentials, paging, pending checkpoints ---------------------------------------------------------
+
+def csv_rows(text: str) -> list[dict]:
+    """The CSV the client prints with -v, after any "Next Page Token = ..." line."""
+    lines = [line for line in text.splitlines() if not line.startswith("Next Page Token")]
+    return list(csv.DictReader(io.StringIO("\n".join(lines))))
+
+
+def test_kaggle_json_in_kaggle_config_dir(podium, tmp_path):
+    slug, token = podium["teams"]["Blue Team"]
+    env = kaggle_env(podium["port"], tmp_path / "home")  # no KAGGLE_USERNAME / KAGGLE_KEY / KAGGLE_API_TOKEN
+    config_dir = Path(env["KAGGLE_CONFIG_DIR"])
+    config_dir.mkdir(parents=True)
+    (config_dir / "kaggle.json").write_text(json.dumps({"username": slug, "key": token}), encoding="utf-8")
+    (config_dir / "kaggle.json").chmod(0o600)
+    listed = run_kaggle(env, "competitions", "files", "-c", "digits", "-v")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert {r["name"] for r in csv_rows(listed.stdout)} == {"train.npz", "test.npz", "sample_submission.csv"}
+    (config_dir / "kaggle.json").write_text(json.dumps({"username": slug, "key": token + "x"}), encoding="utf-8")
+    wrong = run_kaggle(env, "competitions", "files", "-c", "digits")
+    assert wrong.returncode == 1 and "These credentials do not match a team" in wrong.stderr
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    """A real safetensors checkpoint with its card, a few hundred bytes (its weights fit no model)."""
+    import torch
+
+    from harness.checkpoint import save_checkpoint
+
+    return save_checkpoint({"fc.weight": torch.zeros(10, 7)}, path, library="torchvision", arch="resnet18",
+                           num_classes=10)
+
+
+def test_list_submissions_pages_and_shows_a_pending_checkpoint(podium, tmp_path, digits_solution):
+    app = podium["app"]
+    with app.app_context():
+        team, token = create_team("Pager Team")
+        slug = team.slug
+        for note, seed in (("one", 1), ("two", 2)):
+            preds = noisy_predictions(digits_solution, 0.8, seed=seed)
+            body = "id,label\n" + "".join(f"{i},{int(p)}\n" for i, p in zip(digits_solution.ids, preds))
+            assert accept(team, Upload(filename=f"{note}.csv", data=body.encode(), note=note)).status == "scored"
+        queued = accept(team, Upload(filename="model.safetensors", note="three",
+                                     data=tiny_checkpoint(tmp_path / "model.safetensors").read_bytes()))
+        assert queued.status == "queued"
+    env = kaggle_env(podium["port"], tmp_path / "home", username=slug, key=token)
+    first = run_kaggle(env, "competitions", "submissions", "-c", "digits", "-v", "--page-size", "2")
+    assert first.returncode == 0, first.stderr
+    rows = csv_rows(first.stdout)
+    assert [r["description"] for r in rows] == ["three", "two"]  # newest first, two per page
+    assert rows[0]["status"] == "SubmissionStatus.PENDING" and rows[0]["publicScore"] == ""
+    assert rows[0]["fileName"] == "model.safetensors"
+    assert rows[1]["status"] == "SubmissionStatus.COMPLETE" and rows[1]["publicScore"].startswith("0.")
+    second = run_kaggle(env, "competitions", "submissions", "-c", "digits", "-v", "--page-size", "2",
+                        "--page-token", "2")
+    assert second.returncode == 0, second.stderr
+    assert [r["description"] for r in csv_rows(second.stdout)] == ["one"]
+    # The tokens on the wire: the next page's offset, none after the last page.
+    page = requests.post(f"{SERVICE}/ListSubmissions", auth=(slug, token), proxies=proxies(podium), timeout=30,
+                         json={"competitionName": "digits", "pageSize": 2}).json()
+    assert page["nextPageToken"] == "2" and len(page["submissions"]) == 2
+    last = requests.post(f"{SERVICE}/ListSubmissions", auth=(slug, token), proxies=proxies(podium), timeout=30,
+                         json={"competitionName": "digits", "pageSize": 2, "pageToken": "2"}).json()
+    assert last["nextPageToken"] == "" and [s["description"] for s in last["submissions"]] == ["one"]
+    pending = run_kaggle(env, "competitions", "submission", str(queued.id))
+    assert pending.returncode == 0 and "PENDING" in pending.stdout
+
+
+def test_leaderboard_pages_through_the_client(podium, tmp_path, digits_solution):
+    app = podium["app"]
+    with app.app_context():
+        for n, accuracy in enumerate((0.55, 0.65, 0.75)):
+            team, _ = create_team(f"Page Team {n}")
+            preds = noisy_predictions(digits_solution, accuracy, seed=40 + n)
+            body = "id,label\n" + "".join(f"{i},{int(p)}\n" for i, p in zip(digits_solution.ids, preds))
+            accept(team, Upload(filename="p.csv", data=body.encode()))
+        from leaderboard.honest_board import versioned_honest_board
+
+        expected = [r.team_name for r in versioned_honest_board()[1].board.rows]
+    assert len(expected) >= 4
+    env = env_for(podium, tmp_path, "Blue Team")
+    first = run_kaggle(env, "competitions", "leaderboard", "-c", "digits", "--show", "-v", "--page-size", "2")
+    assert first.returncode == 0, first.stderr
+    assert "Next Page Token = 2" in first.stdout
+    assert [r["teamName"] for r in csv_rows(first.stdout)] == expected[:2]
+    second = run_kaggle(env, "competitions", "leaderboard", "-c", "digits", "--show", "-v", "--page-size", "2",
+                        "--page-token", "2")
+    assert second.returncode == 0, second.stderr
+    assert [r["teamName"] for r in csv_rows(second.stdout)] == expected[2:4]
+
+
+def test_the_data_zip_has_its_content_length_and_last_modified(podium):
+    auth = podium["teams"]["Blue Team"]
+    public = podium["competition"].root / "public"
+    r = requests.post(f"{SERVICE}/DownloadDataFiles", json={"competitionName": "digits"}, auth=auth,
+                      proxies=proxies(podium), allow_redirects=False, timeout=30)
+    got = requests.get("http://localhost" + r.headers["Location"], auth=auth, proxies=proxies(podium), timeout=30)
+    assert got.status_code == 200 and got.headers["Content-Type"] == "application/zip"
+    assert int(got.headers["Content-Length"]) == len(got.content) > 0
+    newest = max(p.stat().st_mtime for p in public.iterdir())
+    assert abs(email.utils.parsedate_to_datetime(got.headers["Last-Modified"]).timestamp() - newest) < 1.5
+    with zipfile.ZipFile(io.BytesIO(got.content)) as zf:
+        assert sorted(zf.namelist()) == sorted(p.name for p in public.iterdir())
+
+
+def test_an_empty_public_folder_gives_an_empty_zip_not_a_500(tmp_path, digits_competition):
+    competition = tmp_path / "digits"
+    shutil.copytree(digits_competition.root, competition)
+    app = make_test_app(tmp_path, competition)
+    with app.app_context():
+        team, token = create_team("Empty Handed")
+    for path in (competition / "public").iterdir():
+        path.unlink()
+    with LiveServer(app) as server:
+        got = requests.get(f"{server.url}/api/v1/podium/data/digits.zip", auth=(team.slug, token), timeout=30)
+        assert got.status_code == 200, got.text
+        assert "Last-Modified" in got.headers and int(got.headers["Content-Length"]) == len(got.content)
+        assert zipfile.ZipFile(io.BytesIO(got.content)).namelist() == []
+        listed = requests.post(f"{server.url}/api/v1/competitions.CompetitionApiService/ListDataFiles",
+                               auth=(team.slug, token), json={"competitionName": "digits"}, timeout=30)
+        assert listed.status_code == 200 and listed.json()["files"] == []
+
+
+# --- the upload URL: bound to its announced size, counted toward the quota ----------------------------
+
+def start_upload(podium, auth, length: int, name: str = "p.csv"):
+    return requests.post(f"{SERVICE}/StartSubmissionUpload", auth=auth, proxies=proxies(podium), timeout=30,
+                         json={"competitionName": "digits", "fileName": name, "contentLength": length})
+
+
+def test_the_upload_url_takes_exactly_the_announced_size(podium, tmp_path, digits_solution):
+    with podium["app"].app_context():
+        team, token = create_team("Announcers")
+    auth = (team.slug, token)
+    body = good_csv(tmp_path, digits_solution).read_bytes()
+    started = start_upload(podium, auth, len(body)).json()
+    larger = requests.put(started["createUrl"], data=body + b"0,1\n", proxies=proxies(podium), timeout=30)
+    assert larger.status_code == 413, larger.text
+    assert larger.json()["message"] == (f"The body is larger than the {len(body)} bytes announced for this upload; "
+                                        "start the submission again.")
+    # Without a Content-Length (chunked), the body is cut off one byte past the announced size.
+    started = start_upload(podium, auth, len(body)).json()
+    chunked = requests.put(started["createUrl"], data=iter([body, b"0,1\n"]), proxies=proxies(podium), timeout=30)
+    assert chunked.status_code == 413 and "larger than the" in chunked.json()["message"]
+    started = start_upload(podium, auth, len(body)).json()
+    shorter = requests.put(started["createUrl"], data=body[:-5], proxies=proxies(podium), timeout=30)
+    assert shorter.status_code == 400 and f"of the {len(body)} bytes announced" in shorter.json()["message"]
+    # The announced size exactly: taken, and submitted like any upload.
+    started = start_upload(podium, auth, len(body)).json()
+    assert requests.put(started["createUrl"], data=body, proxies=proxies(podium), timeout=30).status_code == 200
+    made = requests.post(f"{SERVICE}/CreateSubmission", auth=auth, proxies=proxies(podium), timeout=30,
+                         json={"competitionName": "digits", "blobFileTokens": started["token"]})
+    assert made.status_code == 200 and "Successfully submitted" in made.json()["message"]
+    folder = Path(podium["app"].config["STORAGE_ROOT"], ".kaggle-uploads")
+    assert not list(folder.glob("*.part-*")) and not list(folder.glob("*.taken-*"))
+
+
+def test_open_uploads_count_toward_the_team_storage_quota(podium):
+    with podium["app"].app_context():
+        team, token = create_team("Quota Team")
+    auth = (team.slug, token)
+    app = podium["app"]
+    app.config["TEAM_STORAGE_QUOTA"] = 150_000
+    try:
+        assert start_upload(podium, auth, 100_000).status_code == 200  # fits (the limit per file is 102 KiB)
+        refused = start_upload(podium, auth, 100_000)  # 100,000 announced and open + 100,000 > 150,000
+        assert refused.status_code == 413, refused.text
+        assert "open uploads" in refused.json()["message"] and "storage quota" in refused.json()["message"]
+        assert start_upload(podium, auth, 40_000).status_code == 200  # what is left still fits
+    finally:
+        app.config["TEAM_STORAGE_QUOTA"] = 5000 * 2**20
+
+
+def test_the_open_upload_limit_is_a_config_key(tmp_path, digits_competition):
+    competition = tmp_path / "digits"
+    shutil.copytree(digits_competition.root, competition)
+    app = make_test_app(tmp_path, competition, KAGGLE_MAX_OPEN_UPLOADS=2)
+    with app.app_context():
+        team, token = create_team("Two Only")
+    url = "/api/v1/competitions.CompetitionApiService/StartSubmissionUpload"
+    body = {"competitionName": "digits", "fileName": "p.csv", "contentLength": 10}
+    with LiveServer(app) as server:
+        for _ in range(2):
+            assert requests.post(server.url + url, auth=(team.slug, token), json=body, timeout=30).status_code == 200
+        third = requests.post(server.url + url, auth=(team.slug, token), json=body, timeout=30)
+    assert third.status_code == 429 and "2 uploads started and not submitted" in third.json()["message"]
+
+
+# --- the leaderboard CSV: spreadsheet-safe names ------------------------------------------------------
+
+def test_leaderboard_csv_neutralises_formula_team_names(podium, tmp_path, digits_solution):
+    names = ['=HYPERLINK("http://evil.example","x")', "+1+2", "@SUM(A1)", "\uff0d1"]  # the last: a full-width minus
+    with podium["app"].app_context():
+        for n, name in enumerate(names + ["Plain - Team"]):
+            team, _ = create_team(name)
+            preds = noisy_predictions(digits_solution, 0.6, seed=60 + n)
+            body = "id,label\n" + "".join(f"{i},{int(p)}\n" for i, p in zip(digits_solution.ids, preds))
+            accept(team, Upload(filename="p.csv", data=body.encode()))
+    got = requests.post(f"{SERVICE}/DownloadLeaderboard", json={"competitionName": "digits"}, proxies=proxies(podium),
+                        timeout=30)
+    assert got.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(got.content)) as zf:
+        rows = list(csv.DictReader(io.StringIO(zf.read("digits-publicleaderboard.csv").decode())))
+    shown = {r["TeamName"] for r in rows}
+    for name in names:
+        assert "'" + name in shown and name not in shown
+    assert "Plain - Team" in shown  # other names are unchanged
+
+
+# --- a real `podium serve` with a relative --competition ----------------------------------------------
+
+@contextlib.contextmanager
+def podium_serve(cwd: Path, competition: str, port: int):
+    server = subprocess.Popen([*PODIUM, "serve", "--competition", competition, "--instance", "instance",
+                               "--port", str(port)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None, server.communicate()[0] if server.poll() is not None else "podium serve did not start"
+                time.sleep(0.3)
+        yield server
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def test_podium_serve_with_a_relative_competition_path_serves_submit_and_downloads(tmp_path, digits_competition,
+                                                                                   digits_solution):
+    site = tmp_path / "site"
+    shutil.copytree(digits_competition.root, site / "digits")
+    added = subprocess.run([*PODIUM, "team", "add", "Serve Team", "--competition", "digits", "--instance", "instance"],
+                           cwd=site, capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0, added.stderr
+    slug = re.search(r"^team:  .* \((\S+)\)$", added.stdout, re.M).group(1)
+    token = re.search(r"^token: (\S+)$", added.stdout, re.M).group(1)
+    port = free_port()
+    public = site / "digits" / "public"
+    with podium_serve(site, "digits", port):
+        env = kaggle_env(port, tmp_path / "home", username=slug, key=token)
+        path = good_csv(tmp_path, digits_solution, 0.85, seed=8)
+        done = run_kaggle(env, "competitions", "submit", "-c", "digits", "-f", str(path), "-m", "served")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Successfully submitted" in done.stdout and "public accuracy 0." in done.stdout
+        one = run_kaggle(env, "competitions", "download", "-c", "digits", "-f", "sample_submission.csv",
+                         "-p", str(tmp_path / "one"))
+        assert one.returncode == 0, one.stdout + one.stderr
+        assert (tmp_path / "one" / "sample_submission.csv").read_bytes() == (public / "sample_submission.csv").read_bytes()
+        everything = run_kaggle(env, "competitions", "download", "-c", "digits", "-p", str(tmp_path / "all"))
+        assert everything.returncode == 0, everything.stdout + everything.stderr
+        with zipfile.ZipFile(tmp_path / "all" / "digits.zip") as zf:
+            assert {n: zf.read(n) for n in zf.namelist()} == {p.name: p.read_bytes() for p in public.iterdir()}
+        # The body gate of `podium serve` answers an unknown upload URL from the headers alone.
+        proxy = {"http": f"http://127.0.0.1:{port}"}
+        unknown = requests.put("http://localhost/api/v1/podium/uploads/not-a-token", data=b"x" * 1000,
+                               proxies=proxy, timeout=30)
+        assert unknown.status_code == 404 and unknown.json()["code"] == 404
+        started = requests.post(f"{SERVICE}/StartSubmissionUpload", auth=(slug, token), proxies=proxy, timeout=30,
+                                json={"competitionName": "digits", "fileName": "p.csv", "contentLength": 100}).json()
+        larger = requests.put(started["createUrl"], data=b"x" * 200, proxies=proxy, timeout=30)
+        assert larger.status_code == 413 and "bytes announced" in larger.json()["message"]
+
+
+# --- probing protection: every score the client sees is the protected one -----------------------------
+
+def counted_predictions(solution, right_public: int, seed: int) -> np.ndarray:
+    """Right on exactly the first ``right_public`` public rows (wrong on the others), about 80 % of the private."""
+    truth = np.where(solution.labels < 0, 0, solution.labels)
+    preds = (truth + 1) % 10
+    public = np.flatnonzero(solution.usage == PUBLIC)
+    preds[public[:right_public]] = truth[public[:right_public]]
+    private = np.flatnonzero(solution.usage == PRIVATE)
+    right = private[np.random.default_rng(seed).random(len(private)) < 0.8]
+    preds[right] = truth[right]
+    return preds
+
+
+@contextlib.contextmanager
+def protected_site(tmp_path, digits_competition, *toml_lines):
+    competition = tmp_path / "digits"
+    shutil.copytree(digits_competition.root, competition)
+    set_toml(competition / "competition.toml", daily_limit=20)
+    add_toml(competition / "competition.toml", *toml_lines)
+    app = make_test_app(tmp_path, competition)
+    teams = {}
+    with app.app_context():
+        for name in ("Early Team", "Late Team"):
+            team, token = create_team(name)
+            teams[name] = (team.slug, token)
+    with LiveServer(app) as server:
+        yield {"app": app, "port": server.server.effective_port, "teams": teams, "url": server.url,
+               "solution": load_solution(load_competition(competition))}
+
+
+def submit_counted(site, tmp_path, team: str, right: int, seed: int) -> subprocess.CompletedProcess:
+    solution = site["solution"]
+    path = write_submission(tmp_path / f"{team[0]}{right}.csv", solution.ids,
+                            [str(int(p)) for p in counted_predictions(solution, right, seed)])
+    env = kaggle_env(site["port"], tmp_path / "home", *site["teams"][team])
+    done = run_kaggle(env, "competitions", "submit", "-c", "digits", "-f", str(path), "-m", f"{right} right")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def everything_the_client_shows(site, tmp_path) -> dict:
+    early = kaggle_env(site["port"], tmp_path / "home", *site["teams"]["Early Team"])
+    out = {"submissions": run_kaggle(early, "competitions", "submissions", "-c", "digits", "-v").stdout,
+           "board": run_kaggle(early, "competitions", "leaderboard", "-c", "digits", "--show", "-v").stdout}
+    ref = csv_rows(out["submissions"])[0]["ref"]
+    out["submission"] = run_kaggle(early, "competitions", "submission", ref).stdout
+    folder = tmp_path / f"lb-{time.monotonic_ns()}"
+    assert run_kaggle(early, "competitions", "leaderboard", "-c", "digits", "--download", "-p", str(folder)).returncode == 0
+    with zipfile.ZipFile(folder / "digits.zip") as zf:
+        out["csv"] = {name: zf.read(name).decode() for name in zf.namelist()}
+    return out
+
+
+def assert_never_shown(texts, exact_values, shown: str) -> None:
+    for value in exact_values:
+        for needle in (f"{value:.4f}", f"{value:.3f}"):
+            if needle != shown:
+                for text in texts:
+                    assert needle not in text, (needle, text)
+
+
+def test_rounded_board_scores_and_order_through_the_client(tmp_path, digits_competition):
+    with protected_site(tmp_path, digits_competition, 'public_board = { mode = "rounded", decimals = 2 }',
+                        "medals = { gold = 0.5, silver = 1.0 }") as site:
+        rows = int((site["solution"].usage == PUBLIC).sum())
+        # Two counts of right public rows that round to the same 2 decimals, the later one better.
+        k = next(k for k in range(100, rows - 1) if round(k / rows, 2) == round((k + 1) / rows, 2)
+                 and f"{k / rows:.4f}" != f"{round(k / rows, 2):.4f}")
+        shown = f"{round(k / rows, 2):.2f}"
+        submits = [submit_counted(site, tmp_path, "Early Team", k, seed=1).stdout,
+                   submit_counted(site, tmp_path, "Late Team", k + 1, seed=2).stdout]
+        for text in submits:  # CreateSubmission's message
+            assert f"public accuracy {shown} (submission" in text
+        seen = everything_the_client_shows(site, tmp_path)
+        assert [r["publicScore"] for r in csv_rows(seen["submissions"])] == [shown]
+        assert shown in seen["submission"]
+        board = csv_rows(seen["board"])
+        # Ranked as shown: equal shown scores go to the earlier submission, never by the exact score.
+        assert [(r["teamName"], r["score"]) for r in board] == [("Early Team", shown), ("Late Team", shown)]
+        web = requests.get(site["url"] + "/api/leaderboard", timeout=30).json()
+        assert [r["team"] for r in web["rows"]] == [r["teamName"] for r in board]
+        public_csv = list(csv.DictReader(io.StringIO(seen["csv"]["digits-publicleaderboard.csv"])))
+        assert [(r["TeamName"], r["Score"]) for r in public_csv] == [("Early Team", shown), ("Late Team", shown)]
+        assert_never_shown(submits + [seen["submissions"], seen["submission"], seen["board"],
+                                      seen["csv"]["digits-publicleaderboard.csv"]], (k / rows, (k + 1) / rows), shown)
+
+        # After the reveal: exact scores, the private board, and the medals of competition.toml.
+        with site["app"].app_context():
+            reveal(True)
+            from harness.honest import assign_medals
+            from leaderboard.ranking import current_board
+
+            private = sorted((r for r in current_board().rows if r.private_rank), key=lambda r: r.private_rank)
+            medals = assign_medals([r.private_rank for r in private], {"gold": 0.5, "silver": 1.0})
+        after = everything_the_client_shows(site, tmp_path)
+        assert sorted(after["csv"]) == ["digits-privateleaderboard.csv", "digits-publicleaderboard.csv"]
+        private_csv = list(csv.DictReader(io.StringIO(after["csv"]["digits-privateleaderboard.csv"])))
+        assert [(r["TeamName"], r["Medal"]) for r in private_csv] == [(r.team_name, m) for r, m in zip(private, medals)]
+        assert medals == ["gold", "silver"]
+        assert [r["Score"] for r in private_csv] == [f"{r.private_score:.4f}" for r in private]
+        public_after = list(csv.DictReader(io.StringIO(after["csv"]["digits-publicleaderboard.csv"])))
+        assert [r["TeamName"] for r in public_after] == ["Late Team", "Early Team"]  # exact again: k+1 beats k
+        assert [r["Score"] for r in public_after] == [f"{(k + 1) / rows:.4f}", f"{k / rows:.4f}"]
+        assert "Medal" not in public_after[0]
+
+
+def test_ladder_board_scores_and_order_through_the_client(tmp_path, digits_competition):
+    from harness.honest import ladder_step, shown_decimals
+
+    with protected_site(tmp_path, digits_competition, 'public_board = "ladder"') as site:
+        rows = int((site["solution"].usage == PUBLIC).sum())
+        step = ladder_step(rows)
+        decimals = shown_decimals(step)
+        # One rung m * step: the first and last counts of right public rows that round to it.
+        rung = [k for k in range(0, rows + 1) if round((k / rows) / step) == 10]
+        first, last = rung[0], rung[-1]
+        second = last - 1  # Early's better submission: not better than its shown score by a step
+        assert first < second < last and second / rows <= 10 * step + step
+        shown = f"{10 * step:.{decimals}f}"
+        submits = [submit_counted(site, tmp_path, "Early Team", first, seed=1).stdout,
+                   submit_counted(site, tmp_path, "Early Team", second, seed=3).stdout,
+                   submit_counted(site, tmp_path, "Late Team", last, seed=2).stdout]
+        for text in submits:
+            assert f"public accuracy {shown} (submission" in text, text
+        seen = everything_the_client_shows(site, tmp_path)
+        assert [r["publicScore"] for r in csv_rows(seen["submissions"])] == [shown, shown]
+        assert shown in seen["submission"]
+        board = csv_rows(seen["board"])
+        # Late's exact score is the best, but its shown score only ties Early's, which was set first.
+        assert [(r["teamName"], r["score"]) for r in board] == [("Early Team", shown), ("Late Team", shown)]
+        web = requests.get(site["url"] + "/api/leaderboard", timeout=30).json()
+        assert web["public_board"] == "ladder" and [r["team"] for r in web["rows"]] == ["Early Team", "Late Team"]
+        public_csv = list(csv.DictReader(io.StringIO(seen["csv"]["digits-publicleaderboard.csv"])))
+        assert [(r["TeamName"], r["Score"]) for r in public_csv] == [("Early Team", shown), ("Late Team", shown)]
+        assert_never_shown(submits + [seen["submissions"], seen["submission"], seen["board"],
+                                      seen["csv"]["digits-publicleaderboard.csv"]],
+                           (first / rows, second / rows, last / rows), shown)
+
+
+# --- an image-folders competition: its folders listed and downloaded ----------------------------------
+
+def test_image_folder_files_are_listed_and_downloaded(tmp_path):
+    from tests.test_init_images import build, make_tree
+
+    tree = make_tree(tmp_path / "src", per_class=3, test_per_class=2)
+    comp, _ = build(tree, tmp_path / "comps", name="mine", image_size=16)
+    public = comp.root / "public"
+    expected = {p.relative_to(public).as_posix(): p for p in public.rglob("*") if p.is_file()}
+    assert {"train.csv", "test.csv", "sample_submission.csv"} < set(expected) and len(expected) == 3 + 9 + 6
+    app = make_test_app(tmp_path, comp.root)
+    with app.app_context():
+        team, token = create_team("Folder Team")
+    with LiveServer(app) as server:
+        env = kaggle_env(server.server.effective_port, tmp_path / "home", username=team.slug, key=token)
+        listed = run_kaggle(env, "competitions", "files", "-c", "mine", "-v", "--page-size", "200")
+        assert listed.returncode == 0, listed.stderr
+        rows = csv_rows(listed.stdout)
+        assert {r["name"]: int(r["size"]) for r in rows} == {n: p.stat().st_size for n, p in expected.items()}
+        assert [r["name"] for r in rows[:3]] == ["sample_submission.csv", "test.csv", "train.csv"]  # then the folders
+        first_page = run_kaggle(env, "competitions", "files", "-c", "mine", "-v")
+        assert "Next Page Token = 20" not in first_page.stdout and len(csv_rows(first_page.stdout)) == 18
+
+        everything = run_kaggle(env, "competitions", "download", "-c", "mine", "-p", str(tmp_path / "all"))
+        assert everything.returncode == 0, everything.stderr
+        with zipfile.ZipFile(tmp_path / "all" / "mine.zip") as zf:
+            assert {n: zf.read(n) for n in zf.namelist()} == {n: p.read_bytes() for n, p in expected.items()}
+
+        image = next(n for n in expected if n.startswith("train/bee/"))
+        one = run_kaggle(env, "competitions", "download", "-c", "mine", "-f", image, "-p", str(tmp_path / "one"))
+        assert one.returncode == 0, one.stdout + one.stderr
+        assert (tmp_path / "one" / image).read_bytes() == expected[image].read_bytes()
+        for secret in ("../private/solution.csv", "train/../../private/solution.csv", "train", "train/"):
+            refused = run_kaggle(env, "competitions", "download", "-c", "mine", "-f", secret, "-p", str(tmp_path / "x"))
+            assert refused.returncode == 1 and "There is no data file" in refused.stderr, refused.stdout + refused.stderr
+        sneaky = requests.get(f"{server.url}/api/v1/podium/data/files/train/..%2F..%2Fprivate/solution.csv",
+                              auth=(team.slug, token), timeout=30)
+        assert sneaky.status_code == 404
+
+
+# --- --wait on a checkpoint scored by a real `podium worker` process ----------------------------------
+
+def test_submit_wait_follows_a_checkpoint_until_a_worker_process_scores_it(tmp_path, digits_competition):
+    import timm
+    import torch
+
+    from harness.checkpoint import save_checkpoint
+
+    competition = tmp_path / "digits"
+    shutil.copytree(digits_competition.root, competition)
+    app = make_test_app(tmp_path, competition, WORKER_TOKEN="worker-token-wait", JOB_LEASE_SECONDS=30)
+    with app.app_context():
+        team, token = create_team("Waiting Team")
+    torch.manual_seed(0)
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=10).eval()
+    checkpoint = save_checkpoint(model, tmp_path / "model.safetensors", library="timm", arch="test_efficientnet",
+                                 num_classes=10)
+    with LiveServer(app) as server:
+        env = kaggle_env(server.server.effective_port, tmp_path / "home", username=team.slug, key=token)
+        env["PYTHONUNBUFFERED"] = "1"
+        client = subprocess.Popen([KAGGLE, "competitions", "submit", "-c", "digits", "-f", str(checkpoint), "-m", "model",
+                                   "--wait", "240", "--poll-interval", "5"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        try:
+            seen = []
+            for line in client.stdout:  # the client polls GetSubmission: PENDING while no worker runs
+                seen.append(line)
+                if line.startswith("Submission status: PENDING"):
+                    break
+            assert any(line.startswith("Submission status: PENDING") for line in seen), "".join(seen)
+            with app.app_context():
+                sub = db.session.scalars(sa.select(Submission).where(Submission.team_id == team.id)).one()
+                assert sub.status == "queued"
+            worker = subprocess.run(
+                [*PODIUM, "worker", "--server", server.url, "--token", "worker-token-wait", "--poll", "0.2", "--drain",
+                 "--device", "cpu", "--cache", str(tmp_path / "worker-cache")],
+                capture_output=True, text=True, timeout=300)
+            assert worker.returncode == 0, worker.stderr[-3000:]
+            rest, _ = client.communicate(timeout=120)
+        finally:
+            if client.poll() is None:
+                client.kill()
+        assert client.returncode == 0, "".join(seen) + rest
+        with app.app_context():
+            sub = db.session.get(Submission, sub.id)
+            assert sub.status == "scored"
+            expected = f"{sub.public_score:.4f}"
+        assert f"Submission scored. Public score: {expected}" in rest, rest
+

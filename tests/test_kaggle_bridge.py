@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 import sqlalchemy as sa
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from tests.conftest import PODIUM, noisy_predictions, write_submission
 from harness.competition import load_competition, load_solution
@@ -71,7 +71,7 @@ def env_as(site, tmp_path, team="Submitter"):
     return env
 
 
-@pytest.mark.parametrize("metric", ["accuracy", "f1_macro"])
+@pytest.mark.parametrize("metric", ["accuracy", "f1_macro", "precision_macro", "recall_macro"])
 def test_export_bundle_rescored_independently_gives_podiums_numbers(tmp_path, digits_competition, digits_solution,
                                                                     metric):
     competition_dir = tmp_path / "digits"
@@ -86,7 +86,9 @@ def test_export_bundle_rescored_independently_gives_podiums_numbers(tmp_path, di
     assert sorted(p.name for p in (bundle / "data").iterdir()) == ["classes.csv", "sample_submission.csv", "test.npz", "train.npz"]
     text = (bundle / "description.md").read_text(encoding="utf-8")
     assert "## Evaluation" in text
-    assert ("Categorization Accuracy" if metric == "accuracy" else "F-Score (Macro)") in text
+    assert {"accuracy": "Categorization Accuracy", "f1_macro": "F-Score (Macro)", "precision_macro": "Precision (Macro)",
+            "recall_macro": "Recall (Macro)"}[metric] in text
+    assert "`train.npz`" in text and "train/<class>" not in text
 
     # Re-score a submission from the bundle alone, with scikit-learn, the way Kaggle's metric does.
     competition = load_competition(competition_dir)
@@ -98,7 +100,10 @@ def test_export_bundle_rescored_independently_gives_podiums_numbers(tmp_path, di
     for usage, split in (("Public", "public"), ("Private", "private")):
         ids = [i for i, r in answers.items() if r["Usage"] == usage]
         truth, guess = [answers[i]["label"] for i in ids], [submitted[i] for i in ids]
-        ours = accuracy_score(truth, guess) if metric == "accuracy" else f1_score(truth, guess, average="macro")
+        ours = {"accuracy": lambda: accuracy_score(truth, guess),
+                "f1_macro": lambda: f1_score(truth, guess, average="macro"),
+                "precision_macro": lambda: precision_score(truth, guess, average="macro"),
+                "recall_macro": lambda: recall_score(truth, guess, average="macro")}[metric]()
         assert report.primary(split) == pytest.approx(ours, abs=1e-12)
 
 
@@ -255,3 +260,161 @@ def test_init_kaggle_describes_a_csv_and_images_layout(tmp_path, digits_competit
     else:  # podium init images is in this installation: built with its rules
         assert done.returncode == 0, done.stdout + done.stderr
         assert load_competition(tmp_path / "out" / "pets").classes == ("0", "1")
+
+
+# --- image folders and hidden test sets ----------------------------------------------------------------
+
+def images_competition(tmp_path, name="mine", **kwargs):
+    from tests.test_init_images import build, make_tree
+
+    tree = make_tree(tmp_path / f"src-{name}", per_class=4, test_per_class=2)
+    comp, _ = build(tree, tmp_path / "comps", name=name, image_size=16, **kwargs)
+    return comp
+
+
+def tree_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_export_an_image_folders_competition_with_its_folders_and_manifests(tmp_path):
+    comp = images_competition(tmp_path)
+    bundle = tmp_path / "bundle"
+    done = podium_cmd(kaggle_env(1, tmp_path / "home"), "kaggle", "export", "--competition", str(comp.root),
+                      "--out", str(bundle))
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = tree_of(bundle / "data")
+    assert data.pop("classes.csv") == b"index,name\n0,ant\n1,bee\n2,cow\n"
+    assert data == tree_of(comp.root / "public")  # train/<class>/..., train.csv, test/..., test.csv, sample
+    assert any(n.startswith("train/cow/") for n in data) and any(n.startswith("test/") for n in data)
+    assert (bundle / "solution.csv").read_bytes() == comp.solution_path.read_bytes()
+    text = (bundle / "description.md").read_text(encoding="utf-8")
+    assert "`train/<class>/<file>`" in text and "`test.csv`" in text and "ImageFolder" in text
+    assert "npz" not in text
+    # The ids of test.csv are the solution's, so Kaggle scores the rows podium scores.
+    test_ids = [r["id"] for r in read_rows(bundle / "data" / "test.csv")]
+    assert test_ids == [r["id"] for r in read_rows(bundle / "solution.csv")]
+
+
+def test_export_refuses_a_hidden_test_set_unless_asked_to_publish_it(tmp_path, digits_competition):
+    from harness.build import build_competition
+
+    env = kaggle_env(1, tmp_path / "home")
+    hidden = build_competition("digits", tmp_path / "comps", name="hidden", seed=5, hidden_test=True)
+    refused = podium_cmd(env, "kaggle", "export", "--competition", str(hidden.root), "--out", str(tmp_path / "b"))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "keeps its test set hidden" in refused.stderr and "--publish-hidden-test" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "b").exists()
+
+    done = podium_cmd(env, "kaggle", "export", "--competition", str(hidden.root), "--out", str(tmp_path / "b"),
+                      "--publish-hidden-test")
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = tmp_path / "b" / "data"
+    assert sorted(p.name for p in data.iterdir()) == ["classes.csv", "sample_submission.csv", "test.npz", "train.npz"]
+    assert (data / "test.npz").read_bytes() == (hidden.root / "private" / "test.npz").read_bytes()
+    sample = read_rows(tmp_path / "b" / "sample_submission.csv")
+    assert [r["id"] for r in sample] == [r["id"] for r in read_rows(hidden.solution_path)]
+    assert {r["label"] for r in sample} == {hidden.classes[0]}
+
+    folders = images_competition(tmp_path, name="hidden-folders", hidden_test=True)
+    done = podium_cmd(env, "kaggle", "export", "--competition", str(folders.root), "--out", str(tmp_path / "c"),
+                      "--publish-hidden-test")
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = tree_of(tmp_path / "c" / "data")
+    private = tree_of(folders.root / "private")
+    assert data["test.csv"] == private["test.csv"]
+    assert {n: b for n, b in data.items() if n.startswith("test/")} == {n: b for n, b in private.items() if n.startswith("test/")}
+    assert "solution.csv" not in data and len([n for n in data if n.startswith("test/")]) == 6
+    not_hidden = podium_cmd(env, "kaggle", "export", "--competition", str(digits_competition.root), "--out",
+                            str(tmp_path / "d"), "--publish-hidden-test")
+    assert not_hidden.returncode == 2 and "has no hidden test set" in not_hidden.stderr
+
+
+def test_submit_and_init_kaggle_on_an_image_folders_competition(tmp_path):
+    comp = images_competition(tmp_path)
+    solution = load_solution(comp)
+    app = make_test_app(tmp_path, comp.root)
+    with app.app_context():
+        team, token = create_team("Folder Submitters")
+        slug = team.slug
+    with LiveServer(app) as server:
+        env = kaggle_env(server.server.effective_port, tmp_path / "home", username=slug, key=token)
+        env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1"
+        bad = write_submission(tmp_path / "bad.csv", solution.ids[:-1], ["ant"] * (len(solution) - 1))
+        done = podium_cmd(env, "kaggle", "submit", str(bad), "--slug", "mine", "--competition", str(comp.root))
+        assert done.returncode == 2 and "missing" in done.stderr and "Is a directory" not in done.stderr, done.stderr
+        good = write_submission(tmp_path / "good.csv", solution.ids, [comp.classes[i % 3] for i in range(len(solution))])
+        done = podium_cmd(env, "kaggle", "submit", str(good), "--slug", "mine", "--competition", str(comp.root),
+                          "-m", "folders")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Successfully submitted" in done.stdout
+        with app.app_context():
+            sub = db.session.scalars(sa.select(Submission).where(Submission.team_id == team.id)).one()
+            assert sub.status == "scored" and sub.note == "folders"
+
+        # podium init kaggle: the image folders arrive in the zip and are built with podium init images' rules.
+        built = podium_cmd(env, "init", "kaggle", "--slug", "mine", "--root", str(tmp_path / "out"), "--name", "again")
+        assert built.returncode == 0, built.stdout + built.stderr
+        assert "found the CSV + images layout: train.csv (12 rows, columns file,label)" in built.stdout
+        again = load_competition(tmp_path / "out" / "again")
+        assert again.folders and again.classes == comp.classes
+
+
+def test_submit_to_kaggle_from_a_hidden_test_copy_says_why_it_cannot_check(tmp_path, digits_competition):
+    from harness.build import build_competition
+
+    hidden = build_competition("digits", tmp_path / "comps", name="hidden", seed=5, hidden_test=True)
+    team_copy = tmp_path / "team-copy"
+    shutil.copytree(hidden.root, team_copy, ignore=shutil.ignore_patterns("private"))
+    preds = write_submission(tmp_path / "p.csv", ["a", "b"], ["1", "2"])
+    env = kaggle_env(1, tmp_path / "home", username="someone", key="1.key")
+    done = podium_cmd(env, "kaggle", "submit", str(preds), "--slug", "hidden", "--competition", str(team_copy))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "keeps its test set hidden" in done.stderr and "sends nothing" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# --- podium init kaggle: options it does not take, and nothing to build ---------------------------------
+
+@pytest.mark.parametrize("options, named", [
+    (["--hidden-test", "--title", "T"], "--title, --hidden-test do not apply"),
+    (["--image-format", "png"], "--image-format does not apply"),
+])
+def test_init_kaggle_refuses_the_options_it_would_ignore(tmp_path, options, named):
+    done = podium_cmd(kaggle_env(1, tmp_path / "home"), "init", "kaggle", "--slug", "digits", "--root",
+                      str(tmp_path / "r"), *options)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert named in done.stderr and "takes only --slug, --root, --name, --public-fraction and --seed" in done.stderr
+    assert "No Kaggle credentials" not in done.stderr and not (tmp_path / "r").exists()
+
+
+def test_init_kaggle_says_what_it_found_when_nothing_is_buildable(tmp_path, digits_competition):
+    site = tmp_path / "site"
+    competition = site / "notes"
+    shutil.copytree(digits_competition.root, competition)
+    for npz in ("train.npz", "test.npz"):
+        (competition / "public" / npz).unlink()
+    (competition / "public" / "readme.txt").write_text("nothing to see", encoding="utf-8")
+    set_toml(competition / "competition.toml", name='"notes"')
+    app = make_test_app(site, competition)
+    with app.app_context():
+        team, token = create_team("Reader")
+    with LiveServer(app) as server:
+        env = kaggle_env(server.server.effective_port, tmp_path / "home", username=team.slug, key=token)
+        done = podium_cmd(env, "init", "kaggle", "--slug", "notes", "--root", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "downloaded 2 files of notes" in done.stderr and "readme.txt, sample_submission.csv" in done.stderr
+    assert "None is in a layout podium can build from" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out" / "notes").exists()
+
+
+def test_kaggle_json_in_kaggle_config_dir_is_found(kaggle_site, tmp_path):
+    slug, token = kaggle_site["teams"]["Blue Team"]
+    env = kaggle_env(kaggle_site["port"], tmp_path / "home")
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1"
+    config_dir = Path(env["KAGGLE_CONFIG_DIR"])
+    config_dir.mkdir(parents=True)
+    (config_dir / "kaggle.json").write_text(f'{{"username": "{slug}", "key": "{token}"}}', encoding="utf-8")
+    (config_dir / "kaggle.json").chmod(0o600)
+    done = podium_cmd(env, "kaggle", "board", "--slug", "digits")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Blue Team" in done.stdout and "No Kaggle credentials" not in done.stderr
