@@ -9,12 +9,16 @@ organizer sees everything); nothing here is ever shown to a team.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
 
 from harness import audit
 from harness.competition import PRIVATE, PUBLIC
+from harness.errors import PodiumError
+from harness.scoring import score_predictions
+from harness.submission import parse_csv_submission
 from harness.metrics import get_metric
 from leaderboard.extensions import db
 from leaderboard.honest_board import ranked_predictions
@@ -22,6 +26,8 @@ from leaderboard.models import Submission, Team
 from leaderboard.protocol import SubmissionStatus
 from leaderboard.ranking import public_best
 from leaderboard.state import current_competition, current_solution
+
+MAX_SHARE = 0.02  # a checkpoint and a CSV of one team that disagree on more of the rows are flagged
 
 SECTIONS = (
     ("shared_errors", "Shared wrong answers"),
@@ -39,14 +45,33 @@ class AuditReport:
     baseline_how: str
     evidence: dict[str, list[audit.Evidence]] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)  # teams whose predictions could not be read
+    max_share: float = MAX_SHARE
 
     def flagged(self) -> int:
         return sum(e.flagged for items in self.evidence.values() for e in items)
 
 
-def gather(baseline: float | None = None, alpha: float = audit.ALPHA, max_share: float = 0.02) -> AuditReport:
+def reference_score(path: str | Path) -> float:
+    """The public score of a reference model's predictions CSV (``podium baseline``'s
+    ``predictions.csv``), scored like any upload: the organizer's "reference baseline"."""
+    path = Path(path)
+    limit = current_competition().limits.max_csv_bytes
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise PodiumError(f"{path} is {size} bytes, more than the competition's CSV limit ({limit} bytes).")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PodiumError(f"{path}: cannot read the reference predictions ({exc.strerror}).") from None
+    predictions = parse_csv_submission(data, current_solution(), current_competition().classes)
+    return float(score_predictions(predictions, current_solution(), current_competition()).primary("public"))
+
+
+def gather(baseline: float | None = None, alpha: float = audit.ALPHA, max_share: float = MAX_SHARE,
+           baseline_how: str | None = None) -> AuditReport:
     """All the evidence for the current competition. ``baseline``: the reference score (default:
-    the median of the teams' best public scores, a typical team)."""
+    the median of the teams' best public scores, a typical team); ``baseline_how`` says where a
+    given one came from; ``max_share``: the checkpoint-against-CSV disagreement that is flagged."""
     competition = current_competition()
     solution = current_solution()
     scored = np.isin(solution.usage, (PUBLIC, PRIVATE))
@@ -83,7 +108,7 @@ def gather(baseline: float | None = None, alpha: float = audit.ALPHA, max_share:
         baseline = float(np.median([r.public_score for r in best])) if best else 0.0
         baseline_how = "the median of the teams' best public scores (a typical team; set --baseline for your reference model)"
     else:
-        baseline_how = "given by the organizer"
+        baseline_how = baseline_how or "given by the organizer"
     private = dict(db.session.execute(
         sa.select(Submission.id, Submission.private_score).where(Submission.id.in_([r.id for r in best]))).all())
     with_private = [r for r in best if private.get(r.id) is not None]
@@ -93,7 +118,7 @@ def gather(baseline: float | None = None, alpha: float = audit.ALPHA, max_share:
             [private[r.id] for r in with_private], public_rows, private_rows, baseline,
             higher_is_better=get_metric(competition.primary_metric).higher_is_better)
     return AuditReport(teams=len(best), rows=int(scored.sum()), baseline=baseline, baseline_how=baseline_how,
-                       evidence=evidence, left_out=left_out)
+                       evidence=evidence, left_out=left_out, max_share=max_share)
 
 
 def format_evidence(e: audit.Evidence) -> str:

@@ -177,18 +177,31 @@ def gc_command(competition: str, db: str | None, instance: str | None, min_age: 
 
 @click.command("audit")
 @_competition_option
-@click.option("--baseline", type=click.FloatRange(0.0, 1.0), default=None,
-              help="Reference score for 'implausible' (default: the median of the teams' best public scores).")
+@click.option("--baseline", default=None, metavar="SCORE|CSV",
+              help="Reference for 'implausible': a score such as 0.85, or your reference model's predictions "
+                   "CSV (podium baseline's predictions.csv), scored on the public rows. Default: the median "
+                   "of the teams' best public scores.")
+@click.option("--max-share", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Flag a team's checkpoint and CSV that disagree on more than this share of rows (default 0.02).")
 @click.option("--all", "show_all", is_flag=True, help="Print every pair, not only the 20 most suspicious.")
-def audit_command(competition: str, db: str | None, instance: str | None, baseline: float | None,
-                  show_all: bool) -> int:
+def audit_command(competition: str, db: str | None, instance: str | None, baseline: str | None,
+                  max_share: float | None, show_all: bool) -> int:
     """Print the organizer's audit: evidence, not verdicts, with how each number was computed."""
     from leaderboard import create_app
-    from leaderboard.audit_evidence import SECTIONS, format_evidence, gather
+    from leaderboard.audit_evidence import MAX_SHARE, SECTIONS, format_evidence, gather, reference_score
 
     app = create_app(_config(competition, db, instance))
     with app.app_context():
-        report = gather(baseline)
+        how = None
+        if baseline is not None:
+            try:
+                score = float(baseline)
+            except ValueError:
+                score, how = reference_score(baseline), f"the public score of {baseline}"
+            if not 0.0 <= score <= 1.0:
+                raise click.BadParameter("a score between 0 and 1, or a predictions CSV", param_hint="--baseline")
+            baseline = score
+        report = gather(baseline, max_share=MAX_SHARE if max_share is None else max_share, baseline_how=how)
         click.echo(f"{report.teams} ranked teams (best public submission each), {report.rows} scored rows; "
                    f"{report.flagged()} flagged. Evidence, not verdicts.")
         if report.left_out:

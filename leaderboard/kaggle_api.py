@@ -38,7 +38,7 @@ from leaderboard.gc import QuotaExceeded
 from leaderboard.honest_board import Protection, current_protection, shown_public, shown_scores_of
 from leaderboard.kaggle_service import (
     KaggleRefusal, KaggleRow, data_file as find_data_file, data_files, data_zip, kaggle_board, kaggle_tab_rows,
-    max_upload_bytes, receive_upload, start_upload, store_kaggle_board as store_board, stored_kaggle_board,
+    receive_upload, start_upload, store_kaggle_board as store_board, stored_kaggle_board,
     submission_limits, submit_upload, team_submission, team_submissions,
 )
 from leaderboard.kaggle_service import upload_url_open  # noqa: F401  (the body gate, limits.py, imports it from here)
