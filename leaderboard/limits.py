@@ -27,14 +27,14 @@ Two hooks apply the one ``BodyGate``:
 - ``GateMiddleware`` for WSGI servers that hand the body to the app unread (gunicorn for
   ``podium serve --processes N``, werkzeug's): the same checks in the request's thread; a chunked
   body on a non-upload path is read into memory up to its limit (never to disk), an upload's is
-  cut off at ``MAX_CONTENT_LENGTH`` as the app reads it.
+  cut off at ``MAX_CONTENT_LENGTH`` as the app reads it. gunicorn closes a connection whose body
+  the app left unread right after the answer.
 """
 from __future__ import annotations
 
 import functools
 import hmac
 import io
-import socket
 from typing import Callable, Iterable
 
 from flask import Flask, request
@@ -218,7 +218,7 @@ class GateMiddleware:
         if answer is None and chunked:
             environ, answer = self._cap_chunked(environ)
         if answer is not None:
-            return _send_and_close(answer, environ, start_response)
+            return _send(answer, start_response)
         return self.wsgi_app(environ, start_response)
 
     def _cap_chunked(self, environ: dict) -> tuple[dict, Answer | None]:
@@ -246,28 +246,11 @@ def _read_at_most(stream, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _send_and_close(answer: Answer, environ: dict, start_response: Callable) -> Iterable[bytes]:
-    """Send a refusal; under gunicorn also stop reading the connection, so that the unread body is
-    not drained (read and thrown away) before the connection is closed."""
+def _send(answer: Answer, start_response: Callable) -> Iterable[bytes]:
+    """Send a refusal (gunicorn closes a connection whose body was left unread, at once: measured)."""
     status, headers, body = answer
-    start_response(status, [(k, v) for k, v in headers if k.lower() not in ("connection", "content-length")]
-                   + [("Content-Length", str(len(body))), ("Connection", "close")])
-    return _ClosingBody(body, environ.get("gunicorn.socket"))
-
-
-class _ClosingBody:
-    def __init__(self, body: bytes, sock):
-        self.body, self.sock = body, sock
-
-    def __iter__(self):
-        yield self.body
-
-    def close(self) -> None:
-        if self.sock is not None:
-            try:
-                self.sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
+    start_response(status, headers)
+    return [body]
 
 
 # ---- waitress --------------------------------------------------------------------------------------
