@@ -28,7 +28,7 @@ which guess was right):
 Counters live in memory (``RATELIMIT_STORAGE_URI``, default ``memory://``), per server process: one
 waitress process (``podium serve``) shares them; several gunicorn workers each keep their own, so
 point ``RATELIMIT_STORAGE_URI`` at a shared store (``redis://...``, which needs ``pip install
-redis``) there. Behind a reverse proxy the address is the proxy's unless ``TRUSTED_PROXIES``
+redis``) there; if that store becomes unreachable, each process counts in its own memory meanwhile. Behind a reverse proxy the address is the proxy's unless ``TRUSTED_PROXIES``
 (``podium serve --proxies N``) wraps the app in ``werkzeug.middleware.proxy_fix.ProxyFix``.
 
 Every other 429 (a team's daily submission limit) gets ``Retry-After`` too: the seconds to the
@@ -211,6 +211,7 @@ def init_security(app: Flask) -> None:
         storage_uri=app.config["RATELIMIT_STORAGE_URI"],
         headers_enabled=False,  # Retry-After on a 429 is ours (_too_many); no X-RateLimit-* on every answer
         fail_on_first_breach=True,
+        in_memory_fallback_enabled=True,  # a shared store that goes away: count per process (logged), not 500s
     )
     try:
         limiter.init_app(app)

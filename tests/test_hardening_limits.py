@@ -358,6 +358,10 @@ def test_under_gunicorn_a_1_gb_post_to_login_is_answered_at_once_and_nothing_is_
                                                             chunked=chunked, multipart=multipart, held_now=held_now)
                 assert elapsed < 1.0 and held < MB, (chunked, multipart, elapsed, held)
                 assert status == 413, (chunked, multipart, answer[:300])
+            status, elapsed, held, answer = stream_post(url, "/api/submissions", {}, None if chunked else GB, GB,
+                                                        chunked=chunked, multipart=True, held_now=held_now)
+            assert elapsed < 1.0 and held < MB, ("upload", chunked, elapsed, held)
+            assert status in (401, 413) and b'"errors"' in answer, answer[:300]
         status, _, _, answer = stream_post(url, "/api/jobs/claim", {}, None, 8 * MB, chunked=True, held_now=held_now)
         assert status == 413 and b'"errors"' in answer and b"Content-Security-Policy" in answer, answer[:500]
         assert folder_bytes(tmp_path) - before < MB
