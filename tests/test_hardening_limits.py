@@ -338,7 +338,8 @@ def test_under_gunicorn_a_1_gb_post_to_login_is_answered_at_once_and_nothing_is_
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([*PODIUM, "serve", "--competition", str(competition), "--instance",
-                               str(tmp_path / "instance"), "--port", str(port), "--processes", "2", "--threads", "2"],
+                               str(tmp_path / "instance"), "--port", str(port), "--processes", "2", "--threads", "2",
+                               "--channel-timeout", "30"],
                               env={**os.environ, "TMPDIR": str(scratch)}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:
@@ -370,3 +371,5 @@ def test_under_gunicorn_a_1_gb_post_to_login_is_answered_at_once_and_nothing_is_
         server.terminate()
         output, _ = server.communicate(timeout=60)
     assert "Traceback" not in output, output[-3000:]
+    assert "note: --channel-timeout is waitress's" in output  # said, not silently dropped
+    assert "warning: the rate limits count in each process's memory" in output
