@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from leaderboard.config import default
+
 
 def _config(competition: str, db: str | None, instance: str | None) -> dict:
     """The app's config for every command: the instance folder defaults to ``./instance`` for all
@@ -33,23 +35,27 @@ def _competition_option(f):
 @click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Server processes: above 1, gunicorn with that many worker processes (Linux); 1: waitress.")
 @click.option("--access-log", default=None, help="With --processes: gunicorn's access log file ('-' for stdout).")
-@click.option("--connection-limit", default=500, show_default=True, type=int,
-              help="Most open connections at once (waitress); more wait in the listen queue.")
-@click.option("--channel-timeout", default=60, show_default=True, type=int,
-              help="Seconds an idle or stalled connection is kept (waitress).")
+@click.option("--connection-limit", default=None, type=click.IntRange(1),
+              help="Most open connections at once; more wait in the listen queue (waitress; with --processes: "
+                   f"gunicorn's worker_connections, per process) [default: {default('connection_limit')}].")
+@click.option("--channel-timeout", default=None, type=click.IntRange(1),
+              help="Seconds waitress keeps an idle or stalled connection (not with --processes: gunicorn keeps an "
+                   f"idle keep-alive connection 2 s) [default: {default('channel_timeout')}].")
 @click.option("--proxies", default=None, type=int,
-              help="Reverse proxies in front (nginx, Caddy): trust that many X-Forwarded-For/-Proto hops [default: 0].")
+              help=f"Reverse proxies in front (nginx, Caddy): trust that many X-Forwarded-For/-Proto hops "
+                   f"[default: {default('trusted_proxies')}].")
 @click.option("--team-session-hours", default=None, type=float,
-              help="How long a team's browser login lasts (from the login, not renewed) [default: 168].")
+              help=f"How long a team's browser login lasts (from the login, not renewed) "
+                   f"[default: {default('team_session_lifetime') / 3600:g}].")
 @click.option("--admin-session-hours", default=None, type=float,
-              help="How long the organizer's browser login lasts [default: 12].")
+              help=f"How long the organizer's browser login lasts [default: {default('admin_session_lifetime') / 3600:g}].")
 @click.option("--team-quota-mb", default=None, type=int,
-              help="Storage each team's uploads may take; 0 for no quota [default: 5000].")
+              help=f"Storage each team's uploads may take; 0 for no quota [default: {default('team_storage_quota') // 2**20}].")
 @click.option("--secure-cookies", is_flag=True, help="Mark the session cookie Secure (set this when serving behind HTTPS).")
 @click.option("--admin-token", envvar="PODIUM_ADMIN_TOKEN", default=None, help="Organizer token (default: generated into the instance folder).")
 @click.option("--worker-token", envvar="PODIUM_WORKER_TOKEN", default=None, help="Scoring workers' token (default: generated into the instance folder).")
 def serve_command(competition: str, db: str | None, instance: str | None, host: str, port: int, threads: int,
-                  connection_limit: int, channel_timeout: int, proxies: int | None,
+                  connection_limit: int | None, channel_timeout: int | None, proxies: int | None,
                   team_session_hours: float | None, admin_session_hours: float | None, team_quota_mb: int | None,
                   processes: int, access_log: str | None,
                   secure_cookies: bool, admin_token: str | None, worker_token: str | None) -> int:
@@ -74,18 +80,24 @@ def serve_command(competition: str, db: str | None, instance: str | None, host: 
     for key, value in (("TEAM_STORAGE_QUOTA", team_quota_mb * 2**20 if team_quota_mb is not None else None),
                        ("TRUSTED_PROXIES", proxies),
                        ("TEAM_SESSION_LIFETIME", team_session_hours * 3600 if team_session_hours is not None else None),
-                       ("ADMIN_SESSION_LIFETIME", admin_session_hours * 3600 if admin_session_hours is not None else None)):
+                       ("ADMIN_SESSION_LIFETIME", admin_session_hours * 3600 if admin_session_hours is not None else None),
+                       ("CONNECTION_LIMIT", connection_limit), ("CHANNEL_TIMEOUT", channel_timeout)):
         if value is not None:
             config[key] = value
-    from leaderboard.hardening import startup_sweep, warn_exposed_files
+    from leaderboard.hardening import startup_sweep, warn_exposed_files, warn_shared_counts
 
     if processes > 1:  # gunicorn: each worker process builds its own app (leaderboard/serving.py)
         from leaderboard.serving import serve_processes
 
+        if channel_timeout is not None:
+            click.echo("note: --channel-timeout is waitress's; with --processes gunicorn closes an idle keep-alive "
+                       "connection after 2 s and a worker thread waits at most 5 s for a request to start "
+                       "(put a buffering proxy in front against slow clients: README, section 4b)", err=True)
         click.echo(f"podium leaderboard on http://{host}:{port}/  ({processes} processes x {threads} threads; "
                    f"organizer and worker tokens in {instance_dir} unless given; Ctrl-C to stop)")
         serve_processes(config, host, port, processes, threads, access_log=access_log,
-                        on_master=lambda app: (warn_exposed_files(app, click.echo), startup_sweep(app, click.echo)))
+                        on_master=lambda app: (warn_exposed_files(app, click.echo), warn_shared_counts(app, click.echo),
+                                               startup_sweep(app, click.echo)))
         return 0
     if access_log:
         raise click.UsageError("--access-log goes with --processes N (gunicorn's access log)")
@@ -97,8 +109,7 @@ def serve_command(competition: str, db: str | None, instance: str | None, host: 
     if not worker_token:
         click.echo(f"worker token:    in {instance_dir / 'worker_token'} (podium worker --token ...)")
     click.echo(f"podium leaderboard on http://{host}:{port}/  (Ctrl-C to stop)")
-    gated_waitress_server(app, host, port, threads, connection_limit=connection_limit,
-                          channel_timeout=channel_timeout).run()  # body limits before reading: limits.py
+    gated_waitress_server(app, host, port, threads).run()  # body limits before reading: limits.py
     return 0
 
 
@@ -155,10 +166,11 @@ def team_list(competition: str, db: str | None, instance: str | None) -> int:
               help="The competition directory (with competition.toml).")
 @click.option("--db", default=None, help="SQLAlchemy database URL (default: SQLite in the instance folder).")
 @click.option("--instance", type=click.Path(file_okay=False), default=None, help="Instance folder; default ./instance.")
-@click.option("--min-age", default=60.0, show_default=True, type=float,
-              help="Minutes a file must be old before it is removed (spares uploads in flight).")
+@click.option("--min-age", default=None, type=float,
+              help=f"Minutes a file must be old before it is removed (spares uploads in flight) "
+                   f"[default: {default('orphan_grace_seconds') / 60:g}, ORPHAN_GRACE_SECONDS].")
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-def gc_command(competition: str, db: str | None, instance: str | None, min_age: float, dry_run: bool) -> int:
+def gc_command(competition: str, db: str | None, instance: str | None, min_age: float | None, dry_run: bool) -> int:
     """Remove stored files no submission keeps: refused uploads, orphans of interrupted requests."""
     from harness.filemodes import use_private_umask
     from leaderboard import create_app
@@ -167,7 +179,7 @@ def gc_command(competition: str, db: str | None, instance: str | None, min_age: 
     use_private_umask()
     app = create_app(_config(competition, db, instance))
     with app.app_context():
-        swept = sweep_orphans(min_age * 60, dry_run=dry_run)
+        swept = sweep_orphans(min_age * 60 if min_age is not None else None, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for relative, size in swept.removed:
         click.echo(f"{verb} {relative} ({size} bytes)")

@@ -56,11 +56,31 @@ class Config:
     trusted_proxies: int = _key(0, "PODIUM_TRUSTED_PROXIES",
                                 "Reverse proxies in front whose X-Forwarded-For/-Proto hops are trusted.", int)
     ratelimit_failed_per_address: str = _key("20 per minute; 200 per day", "PODIUM_RATELIMIT_PER_ADDRESS",
-                                             "Failed logins and token uses allowed per client address.")
+                                             "Failed logins and token uses allowed per client address, all accounts together.")
     ratelimit_failed_per_account: str = _key("10 per minute; 100 per day", "PODIUM_RATELIMIT_PER_ACCOUNT",
-                                             "Failed logins and token uses allowed per team or organizer account.")
+                                             "Failed logins and token uses allowed per account (a team, the organizer) "
+                                             "from one address.")
+    ratelimit_failed_per_account_total: str = _key(
+        "100 per minute; 1000 per day", "PODIUM_RATELIMIT_PER_ACCOUNT_TOTAL",
+        "Failed logins and token uses allowed per account from all addresses together (a distributed guess); "
+        "keep it above what one address may make.")
     ratelimit_storage_uri: str = _key("memory://", "PODIUM_RATELIMIT_STORAGE_URI",
                                       "Flask-Limiter's counter storage; per process unless shared (e.g. redis://).")
+    body_limit_other: int = _key(256 * 1024, "PODIUM_BODY_LIMIT_OTHER",
+                                 "Largest request body in bytes on paths that take no upload (forms, JSON); "
+                                 "refused (413) from its headers or as it arrives, never spooled.", int)
+    body_limit_service: int = _key(32 * 2**20, "PODIUM_BODY_LIMIT_SERVICE",
+                                   "Largest body the scoring workers (their results, under /api/jobs/) and the "
+                                   "organizer's token (POST /api/kaggle/board) may send; the token is checked first.", int)
+    connection_limit: int = _key(500, "PODIUM_CONNECTION_LIMIT",
+                                 "Most open connections at once (waitress; per process under gunicorn). "
+                                 "`podium serve --connection-limit`.", int)
+    channel_timeout: int = _key(60, "PODIUM_CHANNEL_TIMEOUT",
+                                "Seconds waitress keeps an idle or stalled connection. `podium serve --channel-timeout`.",
+                                int)
+    orphan_grace_seconds: float = _key(3600.0, "PODIUM_ORPHAN_GRACE_SECONDS",
+                                       "Age a stored file must reach before the orphan sweep (at start, `podium gc`) "
+                                       "may remove it: spares uploads in flight.", float)
     kaggle_upload_seconds: int = _key(3600, "PODIUM_KAGGLE_UPLOAD_SECONDS",
                                       "How long the upload URL of `kaggle competitions submit` stays valid (single use).", int)
     kaggle_max_open_uploads: int = _key(5, "PODIUM_KAGGLE_MAX_OPEN_UPLOADS",
@@ -87,6 +107,11 @@ class Config:
         out["STORAGE_ROOT"] = self.storage_root or str(instance_dir / "submissions")
         out["MAX_CONTENT_LENGTH"] = self.max_content_length or DEFAULT_MAX_CONTENT_LENGTH
         return {k: v for k, v in out.items() if v is not None or k in ("ADMIN_TOKEN", "WORKER_TOKEN", "NOW")}
+
+
+def default(key: str) -> Any:
+    """The default of one key (``"CONNECTION_LIMIT"`` or ``"connection_limit"``): for command-line help and options."""
+    return Config.__dataclass_fields__[key.lower()].default
 
 
 def documentation() -> list[tuple[str, str, str, str]]:

@@ -7,12 +7,14 @@ has a quota.
 - Orphans: files under the storage root that no submission refers to (a request that lost the
   daily-limit race, a server killed mid-request) and leftovers in ``.incoming``. ``podium serve``
   sweeps them at start and ``podium gc`` on demand, both only for files older than a grace period
-  (``--min-age``, default 60 minutes) so an upload in flight in another server process is spared.
+  (``ORPHAN_GRACE_SECONDS``, ``podium gc --min-age``; default one hour) so an upload in flight in
+  another server process is spared.
 - An upload whose row is never written (it lost the daily-limit race under the lock, or failed)
   has its file removed at once unless a submission refers to it. Known limit: the same team
   uploading the same bytes at the same moment, one of them failing, can lose the other's file
   before that one's row is written (its CSV is scored already; a checkpoint's job fails as ours).
-- Quota: ``TEAM_STORAGE_QUOTA`` bytes per team (``podium serve --team-quota-mb``, default 5000 MB);
+- Quota: ``TEAM_STORAGE_QUOTA`` bytes per team (``podium serve --team-quota-mb``; the default is in
+  ``leaderboard.config``);
   an upload that would take a team past it is refused with 413 and deleted.
 """
 from __future__ import annotations
@@ -30,10 +32,10 @@ from sqlalchemy import event
 from harness.errors import PodiumError
 from leaderboard.extensions import db
 from leaderboard.models import Submission, Team
+from leaderboard.protocol import SubmissionStatus
 from leaderboard.recording import PREDICTIONS_SUFFIX
 
-TEAM_STORAGE_QUOTA = 5000 * 1024 * 1024
-GRACE_SECONDS = 3600
+REFUSED = SubmissionStatus.REFUSED
 
 
 class QuotaExceeded(PodiumError):
@@ -48,7 +50,7 @@ def _root() -> Path:
 
 def _note_refusals(session, _flush_context) -> None:
     for obj in list(session.new) + list(session.dirty):
-        if isinstance(obj, Submission) and obj.status == "refused" and obj.stored_path:
+        if isinstance(obj, Submission) and obj.status == REFUSED and obj.stored_path:
             session.info.setdefault("podium_refused_files", set()).add(obj.stored_path)
 
 
@@ -59,7 +61,7 @@ def _delete_refused_files(session) -> None:
     with db.engine.connect() as conn:  # the committed session runs no more SQL itself
         for relative in paths:
             still_used = conn.scalar(sa.select(sa.func.count(Submission.id)).where(
-                Submission.stored_path == relative, Submission.status != "refused"))
+                Submission.stored_path == relative, Submission.status != REFUSED))
             if not still_used:
                 _unlink(_root() / relative)
 
@@ -79,7 +81,6 @@ def _unlink(path: Path) -> int:
 
 def install(app: Flask) -> None:
     """Delete refused files after their refusal commits (listeners on the session class, once)."""
-    app.config.setdefault("TEAM_STORAGE_QUOTA", TEAM_STORAGE_QUOTA)
     session_class = db.session.session_factory.class_
     if not event.contains(session_class, "after_flush", _note_refusals):
         event.listen(session_class, "after_flush", _note_refusals)
@@ -138,13 +139,16 @@ class Sweep:
         return sum(size for _, size in self.removed)
 
 
-def sweep_orphans(min_age_s: float = GRACE_SECONDS, dry_run: bool = False) -> Sweep:
-    """Remove files under the storage root that no kept submission refers to (refused ones included)."""
+def sweep_orphans(min_age_s: float | None = None, dry_run: bool = False) -> Sweep:
+    """Remove files under the storage root that no kept submission refers to (refused ones included),
+    older than ``min_age_s`` (default ``ORPHAN_GRACE_SECONDS``)."""
+    if min_age_s is None:
+        min_age_s = float(current_app.config["ORPHAN_GRACE_SECONDS"])
     root = _root()
     result = Sweep()
     if not root.is_dir():
         return result
-    keep = set(db.session.scalars(sa.select(Submission.stored_path).where(Submission.status != "refused")))
+    keep = set(db.session.scalars(sa.select(Submission.stored_path).where(Submission.status != REFUSED)))
     cutoff = time.time() - min_age_s
     for folder, _dirs, files in os.walk(root):
         for name in files:

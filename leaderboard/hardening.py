@@ -52,14 +52,31 @@ def warn_exposed_files(app: Flask, echo) -> list:
     return found
 
 
+def warn_shared_counts(app: Flask, echo) -> bool:
+    """With several server processes, say so when each keeps its own rate-limit counts (``memory://``)."""
+    if str(app.config.get("RATELIMIT_STORAGE_URI", "")).startswith("memory://"):
+        echo("warning: the rate limits count in each process's memory (RATELIMIT_STORAGE_URI=memory://), so with "
+             "--processes N a guesser gets N times the limits; set PODIUM_RATELIMIT_STORAGE_URI to a shared store, "
+             "e.g. redis://localhost:6379 (pip install redis; README, Deployment)", err=True)
+        return True
+    return False
+
+
 def startup_sweep(app: Flask, echo) -> None:
     """``podium serve``'s start: remove orphaned and refused files older than the grace period."""
     from leaderboard.gc import sweep_orphans
 
     with app.app_context():
         swept = sweep_orphans()
+    for relative, size in swept.removed[:SWEEP_LINES]:
+        echo(f"storage: removed {relative} ({size} bytes)")
+    if len(swept.removed) > SWEEP_LINES:
+        echo(f"storage: ... and {len(swept.removed) - SWEEP_LINES} more")
     if swept.removed:
         echo(f"storage: removed {len(swept.removed)} orphaned file(s), {swept.bytes / 2**20:.1f} MiB (podium gc)")
+
+
+SWEEP_LINES = 50  # files named one by one at start; podium gc lists them all
 
 
 OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}

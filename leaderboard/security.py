@@ -5,34 +5,58 @@ The pages run no script at all: the charts are SVG drawn on the server. The CSP 
 from this site's ``/static`` only (none today), never inline ones. The one ``<style>`` element (the
 board's highlight of the viewer's row) carries the request's nonce.
 
-Rate limits count *failed* authentications (responses 401), so a team that polls its submission
-with a valid token never meets them:
+Rate limits apply to *authentication attempts* only: a POST to the team or organizer login, the
+Kaggle client's token check (``IntrospectToken``, the token in the body), and any request that
+carries an ``Authorization`` header. The public board, the pages and a browser with a session are
+never limited. Only *failed* attempts count (a 401, or a wrong team token where the answer is a
+404 or 403); a valid token or login never does. Three counters, each checked before the
+credential is (so a refused attempt costs no password hash) and each answered 429 with
+``Retry-After`` once spent, even for the right credential (otherwise the 429 would tell a guesser
+which guess was right):
 
-- per address, over the whole site: ``RATELIMIT_FAILED_PER_ADDRESS`` (default ``20 per minute;
-  200 per day``);
-- per account: the team login (the team name given), the organizer login, and a bearer token's
-  team id (one count over the upload and the read API, where a wrong token is answered 404):
-  ``RATELIMIT_FAILED_PER_ACCOUNT`` (default ``10 per minute; 100 per day``).
+- per address, all accounts together: ``RATELIMIT_FAILED_PER_ADDRESS``;
+- per account *from one address*: ``RATELIMIT_FAILED_PER_ACCOUNT``. An account is a team (its
+  login name and its tokens ``<team id>.<secret>`` are one account) or the organizer login. A
+  hostile address locks only itself out of that account: the team and the organizer still log in
+  from their own addresses;
+- per account from all addresses together: ``RATELIMIT_FAILED_PER_ACCOUNT_TOTAL``, a high
+  ceiling that bounds a guess spread over many addresses. One address cannot reach it while it
+  stays above what the first two allow one address (the defaults: 10 a minute and 100 a day from
+  one address against 100 a minute and 1000 a day in all); many addresses together can, and then
+  the account is refused for everyone until the window ends: the price of bounding brute force.
 
 Counters live in memory (``RATELIMIT_STORAGE_URI``, default ``memory://``), per server process: one
 waitress process (``podium serve``) shares them; several gunicorn workers each keep their own, so
-point ``RATELIMIT_STORAGE_URI`` at a shared store (``redis://...``) there. Behind a reverse proxy the
-address is the proxy's unless ``TRUSTED_PROXIES`` (``podium serve --proxies N``) wraps the app in
-``werkzeug.middleware.proxy_fix.ProxyFix``.
+point ``RATELIMIT_STORAGE_URI`` at a shared store (``redis://...``, which needs ``pip install
+redis``) there; if that store becomes unreachable, each process counts in its own memory meanwhile. Behind a reverse proxy the address is the proxy's unless ``TRUSTED_PROXIES``
+(``podium serve --proxies N``) wraps the app in ``werkzeug.middleware.proxy_fix.ProxyFix``.
+
+Every other 429 (a team's daily submission limit) gets ``Retry-After`` too: the seconds to the
+next 00:00 UTC by the app's clock, when the count resets.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime as dt
+import math
+import re
 import secrets
+import time
 
 from flask import Flask, current_app, g, request
-from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
-FAILED_PER_ADDRESS = "20 per minute; 200 per day"
-FAILED_PER_ACCOUNT = "10 per minute; 100 per day"
-
-
 MIN_ADMIN_TOKEN_CHARS = 32
+
+# Endpoints where a POST is an authentication attempt without an Authorization header.
+AUTH_ENDPOINTS = frozenset({"teams.login", "admin.login", "kaggle_api.introspect_token"})
+
+ADDRESS_MESSAGE = "Too many failed attempts from your address; wait before trying again."
+ACCOUNT_MESSAGE = "Too many failed attempts for this account from your address; wait before trying again."
+TOTAL_MESSAGE = ("Too many failed attempts for this account from many addresses; it is locked for everyone "
+                 "for a while. Wait before trying again, and tell the organizer.")
 
 
 def check_admin_token_strength(token: str) -> None:
@@ -65,8 +89,8 @@ def content_security_policy(nonce: str) -> str:
     ])
 
 
-def _security_headers(response):
-    headers = response.headers
+def security_headers(headers) -> None:
+    """Set the security headers on a response's headers (a werkzeug ``Headers``)."""
     headers["Content-Security-Policy"] = content_security_policy(csp_nonce())
     headers["X-Frame-Options"] = "DENY"
     headers["X-Content-Type-Options"] = "nosniff"
@@ -74,69 +98,138 @@ def _security_headers(response):
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     if current_app.config.get("SESSION_COOKIE_SECURE"):
         headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+
+
+def _after_request(response):
+    security_headers(response.headers)
+    if response.status_code == 429 and "Retry-After" not in response.headers:
+        response.headers["Retry-After"] = str(_seconds_to_utc_midnight())
     return response
 
 
-def _login_account() -> str:
-    return "team-login:" + request.form.get("name", "").strip().casefold()[:100]
+def _seconds_to_utc_midnight() -> int:
+    from leaderboard.state import now
+
+    moment = now().astimezone(dt.timezone.utc)
+    midnight = dt.datetime.combine(moment.date() + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+    return max(1, math.ceil((midnight - moment).total_seconds()))
 
 
-def _token_account() -> str:
+# ---- who is trying ------------------------------------------------------------------------------
+
+def authentication_attempt() -> bool:
+    """Does this request present a credential (and so count toward the limits when it fails)?"""
+    if request.headers.get("Authorization"):
+        return True
+    return request.method == "POST" and request.endpoint in AUTH_ENDPOINTS
+
+
+def _presented_token() -> str:
+    """The team token a request presents, if any: Bearer, Basic (the Kaggle key), or IntrospectToken's body."""
     header = request.headers.get("Authorization", "")
-    team_id = header.partition(" ")[2].strip().partition(".")[0][:20]
-    return "token:" + team_id
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value, validate=True).decode("utf-8").partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+    if request.endpoint == "kaggle_api.introspect_token":
+        body = request.get_json(silent=True)
+        token = body.get("token") if isinstance(body, dict) else None
+        return token if isinstance(token, str) else ""
+    return ""
+
+
+def account() -> str:
+    """The account an attempt is on: ``team:<id>`` (a team's login name or its token), ``organizer``
+    (the organizer login), or ``""`` (a worker or organizer bearer token: counted per address only)."""
+    if "podium_account" not in g:
+        g.podium_account = _account()
+    return g.podium_account
+
+
+def _account() -> str:
+    if request.method == "POST" and request.endpoint == "admin.login":
+        return "organizer"
+    if request.method == "POST" and request.endpoint == "teams.login":
+        import sqlalchemy as sa
+
+        from leaderboard.extensions import db
+        from leaderboard.models import Team
+
+        name = request.form.get("name", "").strip()
+        team_id = db.session.scalar(sa.select(Team.id).where(Team.name == name)) if name else None
+        return f"team:{team_id}" if team_id is not None else "team-name:" + name.casefold()[:100]
+    team_id, dot, _ = _presented_token().partition(".")
+    if dot and re.fullmatch(r"[0-9]{1,18}", team_id):
+        return f"team:{int(team_id)}"
+    return ""
+
+
+def _account_from_address() -> str:
+    return f"{account()}@{get_remote_address()}"
 
 
 def _failed(response) -> bool:
-    """A failed authentication: a 401, or a wrong team token where the answer is a 404 (the read API
-    answers 404 rather than telling whether a submission exists)."""
+    """A failed authentication: a 401, or a wrong team token where the answer is another status (the
+    read API answers 404 rather than telling whether a submission exists; the Kaggle API 403)."""
     return response.status_code == 401 or bool(g.get("podium_auth_failed"))
 
 
-def _per_account(limiter: Limiter, key_func):
-    return limiter.limit(
-        lambda: current_app.config["RATELIMIT_FAILED_PER_ACCOUNT"], key_func=key_func, methods=["POST"],
-        override_defaults=False, deduct_when=_failed,
-        error_message="Too many failed attempts for this account; wait before trying again.",
-    )
+def _not_attempt() -> bool:
+    return not authentication_attempt()
 
+
+def _no_account() -> bool:
+    return not authentication_attempt() or not account()
+
+
+def _limit(config_key: str, key_function, scope: str, message: str, exempt_when) -> ApplicationLimit:
+    return ApplicationLimit(lambda: current_app.config[config_key], key_function=key_function, scope=scope,
+                            exempt_when=exempt_when, deduct_when=_failed, error_message=message)
+
+
+# ---- the app --------------------------------------------------------------------------------------
 
 def init_security(app: Flask) -> None:
     """Headers on every response and the rate limits; call after the blueprints are registered."""
-    app.config.setdefault("RATELIMIT_FAILED_PER_ADDRESS", FAILED_PER_ADDRESS)  # the defaults come from
-    app.config.setdefault("RATELIMIT_FAILED_PER_ACCOUNT", FAILED_PER_ACCOUNT)  # leaderboard/config.py when
-    app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")  # the app is made by create_app
-    app.after_request(_security_headers)
+    from harness.errors import PodiumError
+
+    app.after_request(_after_request)
     app.jinja_env.globals["csp_nonce"] = csp_nonce
-    limiter = Limiter(  # one per app: its counters and its decorated views are this app's
+    limiter = Limiter(  # one per app: its counters are this app's
         key_func=get_remote_address,
-        application_limits=[lambda: current_app.config["RATELIMIT_FAILED_PER_ADDRESS"]],
-        application_limits_deduct_when=_failed,
-        headers_enabled=True,
+        application_limits=[
+            _limit("RATELIMIT_FAILED_PER_ADDRESS", get_remote_address, "auth-address", ADDRESS_MESSAGE, _not_attempt),
+            _limit("RATELIMIT_FAILED_PER_ACCOUNT", _account_from_address, "auth-account-address", ACCOUNT_MESSAGE,
+                   _no_account),
+            _limit("RATELIMIT_FAILED_PER_ACCOUNT_TOTAL", account, "auth-account", TOTAL_MESSAGE, _no_account),
+        ],
+        storage_uri=app.config["RATELIMIT_STORAGE_URI"],
+        headers_enabled=False,  # Retry-After on a 429 is ours (_too_many); no X-RateLimit-* on every answer
+        fail_on_first_breach=True,
+        in_memory_fallback_enabled=True,  # a shared store that goes away: count per process (logged), not 500s
     )
-    limiter.init_app(app)
+    try:
+        limiter.init_app(app)
+    except Exception as exc:  # noqa: BLE001  (limits raises its own ConfigurationError, or ImportError)
+        uri = str(app.config["RATELIMIT_STORAGE_URI"])
+        hint = " A redis:// store needs the redis package: pip install redis." if uri.startswith(("redis", "rediss")) else ""
+        raise PodiumError(f"The rate-limit store RATELIMIT_STORAGE_URI={uri!r} cannot be used: {exc}.{hint}") from None
+    app.extensions["podium_limiter"] = limiter
     app.register_error_handler(RateLimitExceeded, _too_many)
-    views = app.view_functions
-    views["teams.login"] = _per_account(limiter, _login_account)(views["teams.login"])
-    views["admin.login"] = _per_account(limiter, lambda: "organizer-login")(views["admin.login"])
-    token_limit = limiter.shared_limit(  # one count per team over every endpoint that takes its token
-        lambda: current_app.config["RATELIMIT_FAILED_PER_ACCOUNT"], scope="team-token", key_func=_token_account,
-        override_defaults=False, deduct_when=_failed,
-        exempt_when=lambda: not request.headers.get("Authorization"),
-        error_message="Too many requests with a wrong token for this team; wait before trying again.",
-    )
-    for endpoint in ("api.create_submission", "api.submission", "api.team_submissions"):
-        views[endpoint] = token_limit(views[endpoint])
 
 
 def _too_many(exc: RateLimitExceeded):
     from leaderboard.errors import error_response
 
-    message = exc.description if isinstance(exc.description, str) and "wait" in exc.description else (
-        "Too many failed attempts from your address; wait before trying again.")
-    response = error_response(429, [message])
-    response = current_app.make_response(response)
-    retry = getattr(exc, "retry_after", None)
-    if "Retry-After" not in response.headers:
-        response.headers["Retry-After"] = str(int(retry) if retry else 60)
+    ours = (ADDRESS_MESSAGE, ACCOUNT_MESSAGE, TOTAL_MESSAGE)
+    message = exc.description if exc.description in ours else ADDRESS_MESSAGE
+    response = current_app.make_response(error_response(429, [message]))
+    breached = current_app.extensions["podium_limiter"].current_limit
+    retry = breached.window[0] - time.time() if breached is not None else 60  # when the breached window ends
+    response.headers["Retry-After"] = str(max(1, math.ceil(retry)))
     return response

@@ -8,7 +8,15 @@ refuses an out-of-date one) with the message a single process would give, and cr
 secrets (``secret_key``, tokens) so that every worker then reads the same ones from the instance
 folder. What the processes share lives in the database: the board version and the reveal switch
 (each process's board cache is keyed by the board version), the daily limit (a row lock on the team
-on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite in WAL mode) and the job queue.
+on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite in WAL mode) and the job queue. The rate-limit
+counters are per process unless ``RATELIMIT_STORAGE_URI`` names a shared store (``podium serve``
+warns at start).
+
+Connections: ``CONNECTION_LIMIT`` (``--connection-limit``) becomes gunicorn's
+``worker_connections``, per worker process; ``CHANNEL_TIMEOUT`` is waitress's and has no gunicorn
+counterpart (gunicorn's gthread worker drops an idle keep-alive connection after ``keepalive``,
+2 s, and gives a thread back when a new connection sends nothing for 5 s). Request bodies pass
+through ``limits.GateMiddleware`` before the app reads them.
 """
 from __future__ import annotations
 
@@ -41,6 +49,7 @@ def serve_processes(config: dict, host: str, port: int, processes: int, threads:
     options = {
         "bind": f"{host}:{port}",
         "workers": processes,
+        "worker_connections": int(master_app.config["CONNECTION_LIMIT"]),
         "worker_class": "gthread",
         "threads": threads,
         "timeout": timeout,

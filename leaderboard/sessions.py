@@ -8,32 +8,31 @@ the version it was opened under, checked on every request against the database:
 - the organizer's version (the ``organizer_session_version`` row of ``Setting``), bumped on
   organizer logout, plus a keyed fingerprint of the organizer token: a restart with another
   ``--admin-token`` ends every organizer session;
-- the time the session was opened: a team session lasts ``TEAM_SESSION_LIFETIME`` (default 7 days),
-  an organizer session ``ADMIN_SESSION_LIFETIME`` (default 12 hours), counted from the login (the
-  cookie is not renewed on each request).
+- the time the session was opened, on the app's clock (``leaderboard.state.now``): a team session
+  lasts ``TEAM_SESSION_LIFETIME``, an organizer session ``ADMIN_SESSION_LIFETIME`` (defaults in
+  ``leaderboard.config``: 7 days and 12 hours), counted from the login (the cookie is not renewed
+  on each request).
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import hmac
-import time
 
 import sqlalchemy as sa
 from flask import Flask, current_app, session
 
 from leaderboard.extensions import db
 from leaderboard.models import Setting, Team
+from leaderboard.state import now
 
 ORGANIZER_VERSION = "organizer_session_version"
-TEAM_SESSION_LIFETIME = dt.timedelta(days=7)
-ADMIN_SESSION_LIFETIME = dt.timedelta(hours=12)
 
 
 def configure_sessions(app: Flask) -> None:
-    for key, default in (("TEAM_SESSION_LIFETIME", TEAM_SESSION_LIFETIME),
-                         ("ADMIN_SESSION_LIFETIME", ADMIN_SESSION_LIFETIME)):
-        value = app.config.get(key, default)
+    """The lifetimes (``create_app`` fills both keys from ``Config``) as timedeltas; no renewal on use."""
+    for key in ("TEAM_SESSION_LIFETIME", "ADMIN_SESSION_LIFETIME"):
+        value = app.config[key]
         app.config[key] = value if isinstance(value, dt.timedelta) else dt.timedelta(seconds=float(value))
     app.config["PERMANENT_SESSION_LIFETIME"] = max(app.config["TEAM_SESSION_LIFETIME"],
                                                    app.config["ADMIN_SESSION_LIFETIME"])
@@ -42,14 +41,19 @@ def configure_sessions(app: Flask) -> None:
 
 def _fresh(lifetime: dt.timedelta) -> bool:
     since = session.get("since")
-    return isinstance(since, (int, float)) and 0 <= time.time() - since < lifetime.total_seconds()
+    return isinstance(since, (int, float)) and 0 <= _clock() - since < lifetime.total_seconds()
+
+
+def _clock() -> float:
+    """Seconds since the epoch on the app's clock (tests move it with the ``NOW`` key)."""
+    return now().timestamp()
 
 
 def start_team_session(team: Team) -> None:
     session.clear()
     session["team_id"] = team.id
     session["team_sv"] = team.session_version or 0
-    session["since"] = int(time.time())
+    session["since"] = int(_clock())
     session.permanent = True
 
 
@@ -79,7 +83,7 @@ def start_admin_session() -> None:
     session["admin"] = True
     session["admin_sv"] = _organizer_version()
     session["admin_key"] = _admin_fingerprint()
-    session["since"] = int(time.time())
+    session["since"] = int(_clock())
     session.permanent = True
 
 

@@ -166,6 +166,23 @@ def test_sessions_expire_after_their_lifetime_and_are_not_renewed(site):
     assert not admin_in(organizer, server.url)
 
 
+def test_session_lifetimes_run_on_the_apps_clock(site):
+    import datetime as dt
+
+    moment = {"now": dt.datetime(2026, 5, 1, 8, 0, tzinfo=dt.timezone.utc)}
+    app, server = site(NOW=lambda: moment["now"])
+    with app.app_context():
+        _, token = create_team("Alpha")
+    member = team_login(server.url, "Alpha", token)
+    organizer = admin_login(server.url)
+    moment["now"] += dt.timedelta(hours=11, minutes=59)
+    assert logged_in(member, server.url) and admin_in(organizer, server.url)
+    moment["now"] += dt.timedelta(minutes=2)  # 12 h and a minute after the logins
+    assert logged_in(member, server.url) and not admin_in(organizer, server.url)
+    moment["now"] += dt.timedelta(days=7)
+    assert not logged_in(member, server.url)
+
+
 def test_default_lifetimes_are_12_hours_for_the_organizer_and_7_days_for_teams(site):
     app, server = site()
     with app.app_context():
@@ -246,6 +263,19 @@ def test_organizer_login_is_rate_limited(site):
     ("A1pha", "digit one for l"),
     ("AIpha", "capital I for l"),
     ("Ａlpha", "full-width A"),
+    ("Al\u034fpha", "combining grapheme joiner (default-ignorable)"),
+    ("\u115fAlpha", "Hangul choseong filler"),
+    ("Alpha\u1160", "Hangul jungseong filler"),
+    ("Alpha\u3164", "Hangul filler"),
+    ("Alpha\uffa0", "halfwidth Hangul filler"),
+    ("Alpha\u2800", "Braille pattern blank"),
+    ("Alpha\ufe00", "variation selector 1"),
+    ("Alpha\ufe0f", "variation selector 16"),
+    ("Alpha\U000e0100", "variation selector 17"),
+    ("Al\u00adpha", "soft hyphen"),
+    ("Alpha\U000e0041", "tag character"),
+    ("Alpha\u00a0One", "no-break space"),
+    ("Alpha\u3000One", "ideographic space"),
 ])
 def test_team_names_with_invisible_characters_or_look_alikes_are_refused(site, name, why):
     app, server = site()
@@ -265,10 +295,28 @@ def test_team_names_with_invisible_characters_or_look_alikes_are_refused(site, n
     assert board is not None
 
 
+@pytest.mark.parametrize("existing, name", [
+    ("Team Rocket", "Tearn Rocket"),  # rn for m: a multi-character confusable
+    ("Tearn Rocket", "TEAM ROCKET"),
+    ("fish", "\ufb01sh"),  # the fi ligature
+    ("Team Rocket", "Team  Rocket"),  # two spaces
+    ("Alpha", "\u0391\u0406\u0440\u04bb\u0430"),  # Greek A, Ukrainian I, Cyrillic er, shha, a
+])
+def test_names_that_only_multi_character_or_other_look_alikes_tell_apart_are_refused(site, existing, name):
+    from harness.errors import PodiumError
+
+    app, _ = site()
+    with app.app_context():
+        create_team(existing)
+        with pytest.raises(PodiumError, match="looks like the existing team"):
+            create_team(name)
+
+
 def test_ordinary_distinct_names_are_still_accepted(site):
     app, server = site()
     with app.app_context():
-        for name in ("Alpha", "Beta", "Gradient Descenders", "Équipe Été", "チーム", "team 1", "team 2"):
+        for name in ("Alpha", "Beta", "Gradient Descenders", "Équipe Été", "チーム", "team 1", "team 2",
+                     "Rocket", "Racket", "Team Rocket", "Dream Team"):
             create_team(name)
 
 

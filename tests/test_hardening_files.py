@@ -94,3 +94,95 @@ def test_team_add_and_serve_create_private_files_warn_about_exposed_ones_and_ref
     assert f"warning: {competition.resolve() / 'private'} is readable by other users (mode 0755)" in output
     assert f"{competition.resolve() / 'private' / 'solution.csv'} is readable by other users (mode 0644)" in output
     assert "instance" not in "".join(line for line in output.splitlines() if line.startswith("warning"))
+
+
+def start_serve(competition, instance, **popen) -> tuple[subprocess.Popen, int]:
+    """A real ``podium serve`` (umask 022 around it, as on a lab machine) that answers GET /."""
+    port = free_port()
+    server = subprocess.Popen([*PODIUM, "serve", "--competition", str(competition), "--instance", str(instance),
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=lambda: os.umask(0o022), **popen)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+            return server, port
+        except requests.ConnectionError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise AssertionError("podium serve did not start: " + (server.communicate()[0] or "")[-2000:])
+            time.sleep(0.3)
+
+
+def stop_serve(server: subprocess.Popen) -> str:
+    server.terminate()
+    return server.communicate(timeout=30)[0]
+
+
+def test_stored_uploads_are_private_and_serve_sweeps_orphans_at_start_naming_them(tmp_path, digits_competition,
+                                                                                   digits_solution):
+    from tests.conftest import noisy_predictions, write_submission
+
+    competition = tmp_path / "digits"
+    shutil.copytree(digits_competition.root, competition)
+    instance = tmp_path / "instance"
+    added = run("team", "add", "Alpha", "--competition", str(competition), "--instance", str(instance))
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.split("token: ")[1].split()[0]
+    csv = write_submission(tmp_path / "s.csv", digits_solution.ids,
+                           [digits_competition.classes[p] for p in noisy_predictions(digits_solution, 0.7, seed=3)])
+    server, port = start_serve(competition, instance)
+    try:
+        r = requests.post(f"http://127.0.0.1:{port}/api/submissions", headers={"Authorization": f"Bearer {token}"},
+                          files={"file": ("s.csv", csv.read_bytes())}, timeout=60)
+        assert r.status_code == 201, r.text
+    finally:
+        stop_serve(server)
+    storage = instance / "submissions"
+    stored = [p for p in storage.rglob("*") if p.is_file()]
+    assert [p.name for p in stored if p.suffix == ".csv"], stored
+    assert mode(storage) == 0o700 and mode(storage / "alpha") == 0o700 and mode(storage / ".incoming") == 0o700
+    for path in stored:
+        assert mode(path) == 0o600, (path, oct(mode(path)))
+
+    # files no submission refers to: an old one goes at the next start (and is named), a young one stays
+    old, young = storage / "alpha" / ("e" * 64 + ".safetensors"), storage / "alpha" / ("f" * 64 + ".csv")
+    old.write_bytes(b"x" * 1234)
+    young.write_bytes(b"y" * 10)
+    an_hour_ago = time.time() - 3700
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    server, port = start_serve(competition, instance)
+    output = stop_serve(server)
+    assert f"storage: removed alpha/{'e' * 64}.safetensors (1234 bytes)" in output, output
+    assert "storage: removed 1 orphaned file(s)" in output, output
+    assert not old.exists() and young.exists()
+    assert [p for p in stored if not p.exists()] == []  # the kept submission's file stays
+
+
+def test_a_worker_keeps_its_cache_private(tmp_path, digits_competition):
+    """``podium worker`` runs under umask 077: the test data it downloads into ``--cache`` and the
+    checkpoints it fetches are readable by their owner only (a worker under umask 022 here)."""
+    from leaderboard.services import create_team
+    from tests.live import LiveServer, make_test_app
+
+    competition = tmp_path / "digits"
+    shutil.copytree(digits_competition.root, competition)
+    app = make_test_app(tmp_path, competition, WORKER_TOKEN="worker-token-for-the-cache-test")
+    with app.app_context():
+        _, token = create_team("Alpha")
+    cache = tmp_path / "cache"
+    with LiveServer(app) as server:
+        r = requests.post(f"{server.url}/api/submissions", headers={"Authorization": f"Bearer {token}"},
+                          files={"file": ("m.safetensors", b"PK\x03\x04" + b"\x00" * 2000)}, timeout=60)
+        assert r.status_code == 202, r.text  # a checkpoint (not a usable one) queued for a worker
+        done = run("worker", "--server", server.url, "--token", "worker-token-for-the-cache-test", "--once",
+                   "--device", "cpu", "--cache", str(cache))
+        assert done.returncode == 0, done.stderr[-2000:]
+        status = requests.get(f"{server.url}/api/submissions/{r.json()['id']}",
+                              headers={"Authorization": f"Bearer {token}"}, timeout=10).json()["status"]
+    assert status == "refused"  # the worker ran the job (and refused the file)
+    entries = list(cache.rglob("*"))
+    assert any(p.name == "competition.toml" for p in entries), entries  # the test data arrived
+    assert mode(cache) == 0o700
+    for path in entries:
+        assert mode(path) == (0o700 if path.is_dir() else 0o600), (path, oct(mode(path)))
