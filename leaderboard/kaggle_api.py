@@ -41,7 +41,7 @@ from leaderboard.kaggle_service import (
     receive_upload, start_upload, store_kaggle_board as store_board, stored_kaggle_board,
     submission_limits, submit_upload, team_submission, team_submissions,
 )
-from leaderboard.kaggle_service import upload_url_open  # noqa: F401  (the body gate, limits.py, imports it from here)
+from leaderboard.limits import declared_length
 from leaderboard.models import Submission, Team
 from leaderboard.protocol import SubmissionStatus
 from leaderboard.ranking import ROUND, is_revealed
@@ -254,7 +254,7 @@ def start_submission_upload(body: dict):
 @bp.put("/api/v1/podium/uploads/<token>")
 def put_upload(token: str):
     """The raw bytes of a file announced by StartSubmissionUpload; once per token, before it expires."""
-    return jsonify({"size": receive_upload(token, request.stream, request.content_length)}), 200
+    return jsonify({"size": receive_upload(token, request.stream, declared_length(request.environ))}), 200
 
 
 @method("CreateSubmission")

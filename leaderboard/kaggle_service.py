@@ -155,12 +155,16 @@ def start_upload(team: Team, file_name: str, length: int) -> str:
     return token
 
 
-def upload_url_open(token: str) -> bool:
-    """Whether ``token`` names an upload URL that may still receive its file (the body gate of
-    ``leaderboard/limits.py`` asks, from the request's headers, before a byte of the body is read)."""
+def upload_url_open(token: str, declared: int | None = None) -> bool:
+    """Whether ``token`` names an upload URL that may still receive its file, ``declared`` bytes of
+    it (no more than announced); the body gate of ``leaderboard/limits.py`` asks, from the
+    request's headers, before a byte of the body is read. A refused body is answered by
+    ``receive_upload`` from the same headers."""
     meta, _ = _upload_paths(token)
     record = _read_record(meta)
-    return record is not None and not record.get("uploaded") and not _expired(record)
+    if record is None or record.get("uploaded") or _expired(record):
+        return False
+    return declared is None or declared <= int(record.get("length") or max_upload_bytes())
 
 
 def receive_upload(token: str, stream: BinaryIO, declared: int | None) -> int:

@@ -51,6 +51,7 @@ WITHHELD = "podium.body_withheld"  # environ key: the app answers from the heade
 REFUSE_SIZE = "podium.refuse_size"  # environ key: the body is over this limit (bytes): answer 413
 PROBE = "podium.probe"  # environ key: only tell whether the sender may send its body
 VERDICT = "podium.gate_verdict"  # set to "read" by the app when the probe's sender may send it
+DECLARED = "podium.declared_length"  # environ key: the Content-Length of a withheld body (None: chunked)
 GATED = "podium.gated"  # set by waitress's gate: the body was checked already
 
 Answer = tuple[str, list[tuple[str, str]], bytes]
@@ -129,7 +130,13 @@ def bodyless(environ: dict) -> dict:
     quiet.pop("HTTP_TRANSFER_ENCODING", None)
     quiet["wsgi.input_terminated"] = False
     quiet[WITHHELD] = True
+    quiet[DECLARED] = _declared(environ)
     return quiet
+
+
+def declared_length(environ: dict) -> int | None:
+    """The body's declared length, also when the gate withheld the body (the view answers from it)."""
+    return environ[DECLARED] if environ.get(WITHHELD) else _declared(environ)
 
 
 def _declared(environ: dict) -> int | None:
@@ -185,10 +192,10 @@ def init_limits(app: Flask) -> None:
 def _sender_known(path: str) -> bool:
     from leaderboard.auth import bearer_token, team_for_token
 
-    if path.startswith(KAGGLE_UPLOADS):  # the single-use upload URL is the credential
-        from leaderboard.kaggle_api import upload_url_open
+    if path.startswith(KAGGLE_UPLOADS):  # the single-use upload URL is the credential, for its announced size
+        from leaderboard.kaggle_service import upload_url_open
 
-        return upload_url_open(path[len(KAGGLE_UPLOADS):])
+        return upload_url_open(path[len(KAGGLE_UPLOADS):], request.environ.get(DECLARED))
     token = bearer_token()
     return bool(token) and team_for_token(token) is not None
 

@@ -118,3 +118,60 @@ def test_settings_come_from_the_environment_unless_given(monkeypatch):
     config = Config.resolve({"JOB_MAX_ATTEMPTS": 2}, environ=env)
     assert (config.job_lease_seconds, config.job_max_attempts, config.session_cookie_secure) == (7, 2, True)
     assert Config.resolve({}, environ={}).job_lease_seconds == 120
+
+
+ROUTE_DECORATORS = {"route", "get", "post", "put", "delete", "patch"}
+MAX_VIEW_LINES = 20
+
+
+def route_functions():
+    for name, path in sorted(MODULES.items()):
+        if not under(name, "leaderboard") or under(name, "leaderboard.client", "leaderboard.migrations"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and any(
+                    isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) and d.func.attr in ROUTE_DECORATORS
+                    for d in node.decorator_list):
+                yield name, node
+
+
+@pytest.mark.parametrize("module,view", [(m, v) for m, v in route_functions()], ids=lambda x: getattr(x, "name", x))
+def test_views_are_short_and_never_own_a_transaction(module, view):
+    """docs/architecture.md "Who commits": a view parses the request, calls one service and maps its
+    outcome; the service owns the transaction (``write_transaction``), never the view."""
+    body = view.body[1:] if isinstance(view.body[0], ast.Expr) and isinstance(view.body[0].value, ast.Constant) else view.body
+    lines = view.end_lineno - body[0].lineno + 1
+    assert lines <= MAX_VIEW_LINES, f"{module}.{view.name} is {lines} lines: move the rules into a service"
+    owned = [n for n in ast.walk(view) if isinstance(n, ast.Call) and (
+        (isinstance(n.func, ast.Attribute) and n.func.attr in ("commit", "rollback"))
+        or (isinstance(n.func, ast.Name) and n.func.id == "write_transaction"))]
+    assert not owned, f"{module}.{view.name} commits or opens a write transaction itself"
+
+
+def test_states_are_compared_through_their_enums():
+    """No submission, job or Grad-CAM state is spelled as a bare string in the server's code or
+    templates (docs/architecture.md "A state"): the StrEnums are the one list."""
+    import re
+
+    from leaderboard.explanations import ExplanationStatus
+    from leaderboard.protocol import JobStatus, SubmissionStatus
+
+    states = {s.value for enum in (SubmissionStatus, JobStatus, ExplanationStatus) for s in enum} - {"none"}
+    found = []
+    for name, path in sorted(MODULES.items()):
+        if not under(name, "leaderboard") or under(name, "leaderboard.migrations"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        enum_bodies = {id(n) for c in ast.walk(tree) if isinstance(c, ast.ClassDef)
+                       and any(getattr(b, "id", "") == "StrEnum" for b in c.bases) for n in ast.walk(c)}
+        docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and node.value in states and id(node) not in enum_bodies
+                    and id(node) not in docstrings):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+    pattern = re.compile(r"""['"](%s)['"]""" % "|".join(sorted(states)))
+    for template in sorted((ROOT / "leaderboard" / "templates").rglob("*.html")):
+        for number, line in enumerate(template.read_text(encoding="utf-8").splitlines(), 1):
+            if pattern.search(line):
+                found.append(f"{template.relative_to(ROOT)}:{number} {line.strip()[:80]}")
+    assert not found, "bare state strings: " + "; ".join(found)

@@ -17,6 +17,7 @@ import io
 import json
 import re
 import shutil
+import socket
 import subprocess
 import time
 import zipfile
@@ -605,6 +606,17 @@ def test_podium_serve_with_a_relative_competition_path_serves_submit_and_downloa
                                 json={"competitionName": "digits", "fileName": "p.csv", "contentLength": 100}).json()
         larger = requests.put(started["createUrl"], data=b"x" * 200, proxies=proxy, timeout=30)
         assert larger.status_code == 413 and "bytes announced" in larger.json()["message"]
+        # A body declared larger than announced is answered from its headers: nothing of it is read.
+        started = requests.post(f"{SERVICE}/StartSubmissionUpload", auth=(slug, token), proxies=proxy, timeout=30,
+                                json={"competitionName": "digits", "fileName": "p.csv", "contentLength": 100}).json()
+        path = started["createUrl"].removeprefix("http://localhost")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            t0 = time.monotonic()
+            sock.sendall(f"PUT http://localhost{path} HTTP/1.1\r\nHost: localhost\r\n"
+                         f"Content-Length: {500 * 2**20}\r\n\r\n".encode())
+            answer = sock.recv(65536).decode("latin-1")  # not one byte of the 500 MiB was sent
+            assert time.monotonic() - t0 < 5
+        assert answer.startswith("HTTP/1.1 413") and "bytes announced" in answer, answer[:300]
 
 
 # --- probing protection: every score the client sees is the protected one -----------------------------
