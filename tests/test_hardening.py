@@ -13,6 +13,8 @@ from leaderboard.services import create_team
 from leaderboard.limits import gate_waitress
 from tests.live import LiveServer, make_test_app
 
+pytestmark = pytest.mark.usefixtures("each_database")  # every test on SQLite and on PostgreSQL
+
 ADMIN = "organizer-token-" + "x" * 32
 
 

@@ -20,6 +20,8 @@ from leaderboard.limits import gate_waitress
 from leaderboard.models import Submission
 from tests.live import LiveServer, make_test_app
 
+pytestmark = pytest.mark.usefixtures("each_database")  # every test on SQLite and on PostgreSQL
+
 
 @pytest.fixture
 def served(tmp_path, digits_competition):
