@@ -82,3 +82,18 @@ def test_init_writes_a_real_description_and_keeps_the_organizers(tmp_path):
     comp.description_path.write_text("# Ours\n", encoding="utf-8")
     build_competition("digits", tmp_path, name="d", seed=3)  # a rebuild keeps the organizer's page
     assert comp.description_path.read_text() == "# Ours\n"
+
+
+def test_the_images_skeleton_renders_cleanly_and_says_what_the_board_does(tmp_path):
+    from harness.description import description_markdown
+    from leaderboard.rendering import render_markdown
+
+    text = description_markdown("images", "Garden birds", ("robin", "wren"),
+                                {"train_images": 50, "test_images": 20, "image_size": 64, "hidden_test": False})
+    assert "<!--" not in text and "removed" not in text  # no HTML comment: it would show as text
+    html = render_markdown(text)
+    assert "&lt;!--" not in html and "<!--" not in html
+    note = html[html.index("<blockquote>"):html.index("</blockquote>")]
+    assert "replace each part in angle brackets" in note and "shown as text, never run" in note
+    assert "<li><code>robin</code>: &lt;what this class is&gt;</li>" in html  # placeholders read as placeholders
+    assert "50 training images and 20 test images, 64 x 64 pixels" in html
