@@ -250,14 +250,22 @@ def public_files(competition: Competition, cache: dict | None = None) -> list[Pu
 
 def write_listing(directory: Path, known: dict[str, tuple[int, int, str]] | None = None) -> None:
     """``LISTING_FILE`` for the competition in ``directory``: every public file's size and digest, so
-    that the board need not hash them. ``known`` maps a path under public/ to (size, mtime_ns,
-    sha256) of a file just written (the images: their digests come from the workers); the rest are
-    hashed here. It holds no time stamp, so the same inputs still give the same bytes: an entry
-    counts while its file is no newer than the listing itself and has the same size.
+    that the board need not hash them. Without ``known`` every file under public/ is hashed here.
+    With it, ``known`` maps every file in public/'s folders to the (size, mtime_ns, sha256) its
+    writer measured (the images: the workers that wrote them), and only the files directly in
+    public/ (the manifests) are read. It holds no time stamp, so the same inputs still give the
+    same bytes: an entry counts while its file is no newer than the listing and has that size.
     """
     public = Path(directory) / "public"
-    cache = {(path, size, mtime): digest for path, (size, mtime, digest) in (known or {}).items()}
-    lines = [LISTING_HEADER] + [f"{f.sha256}\t{f.size}\t{f.path}\n" for f in _digests(public, _scan_public(public)[0], cache)]
+    if known is None:
+        listed = _digests(public, _scan_public(public)[0], None)
+    else:
+        with os.scandir(public) as entries:
+            tops = sorted((e.name, e.stat(follow_symlinks=False)) for e in entries
+                          if not e.name.startswith(".") and e.is_file(follow_symlinks=False))
+        listed = sorted(_digests(public, tops, None) + [PublicFile(path, size, digest) for path, (size, _, digest)
+                                                         in known.items() if "/" in path], key=lambda f: f.path)
+    lines = [LISTING_HEADER] + [f"{f.sha256}\t{f.size}\t{f.path}\n" for f in listed]
     temporary = Path(directory) / (LISTING_FILE + ".tmp")
     temporary.write_text("".join(lines), encoding="utf-8")
     os.replace(temporary, Path(directory) / LISTING_FILE)
