@@ -128,34 +128,44 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _pss_kb(pid: int) -> int:
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) of one process in KiB."""
+    pss = rss = 0
     try:
         with open(f"/proc/{pid}/smaps_rollup") as fh:
             for line in fh:
                 if line.startswith("Pss:"):
-                    return int(line.split()[1])
+                    pss = int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return pss, rss
 
 
-def tree_pss_bytes(pid: int) -> int:
-    total, todo = 0, [pid]
+def tree_memory_bytes(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) summed over ``pid`` and its descendants: PSS counts a page shared by forked
+    workers once; RSS counts it in each process (an upper bound)."""
+    pss = rss = 0
+    todo = [pid]
     while todo:
         p = todo.pop()
-        total += _pss_kb(p)
+        one = _memory_kb(p)
+        pss, rss = pss + one[0], rss + one[1]
         todo += _children(p)
-    return total * 1024
+    return pss * 1024, rss * 1024
 
 
 @dataclass
 class Measured:
-    """One measured process tree: wall seconds, CPU seconds (user, system) of the whole tree, peak PSS."""
+    """One measured process tree: wall seconds, CPU seconds (user, system) of the whole tree, peak
+    PSS and peak RSS of the tree (sums over its processes, sampled every 0.1 s)."""
 
     wall: float
     user: float
     sys: float
     peak: int
+    peak_rss: int
     done: subprocess.CompletedProcess
 
     @property
@@ -169,15 +179,16 @@ def run_measured(args: list[str], env: dict | None = None, cwd: str | None = Non
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    peak = 0
+    peak = peak_rss = 0
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     finished = threading.Event()
 
     def sample():
-        nonlocal peak
+        nonlocal peak, peak_rss
         while not finished.is_set():
-            peak = max(peak, tree_pss_bytes(proc.pid))
+            pss, rss = tree_memory_bytes(proc.pid)
+            peak, peak_rss = max(peak, pss), max(peak_rss, rss)
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -187,7 +198,7 @@ def run_measured(args: list[str], env: dict | None = None, cwd: str | None = Non
     finished.set()
     sampler.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return Measured(seconds, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime, peak,
+    return Measured(seconds, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime, peak, peak_rss,
                     subprocess.CompletedProcess(args, proc.returncode, stdout, stderr))
 
 
@@ -257,11 +268,12 @@ def build(label: str, src: Path, tree: dict, out_root: Path, summary: list, core
         sys.exit(f"podium init images ({label}) failed:\n{m.done.stderr[-3000:]}")
     load = os.getloadavg()
     print(f"{label}: {m.wall:6.1f} s wall ({total / m.wall:,.0f} images/s), CPU {m.cpu:.1f} s = user {m.user:.1f} + "
-          f"system {m.sys:.1f} ({m.cpu / total * 1000:.2f} ms per image), peak {gib(m.peak)} (PSS, whole tree)")
+          f"system {m.sys:.1f} ({m.cpu / total * 1000:.2f} ms per image), peak {gib(m.peak)} PSS / {gib(m.peak_rss)} RSS "
+          f"(sums over the process tree)")
     print(f"  on {cores} otherwise idle cores that CPU is ~{m.cpu / cores:.0f} s of wall time; "
           f"load average after: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}   [{m.done.stdout.strip().splitlines()[0]}]")
     summary.append((label, f"{m.wall:.1f} s", f"{m.cpu:.1f} s ({m.cpu / total * 1000:.2f} ms/img; ~{m.cpu / cores:.0f} s on "
-                    f"{cores} idle cores)", gib(m.peak)))
+                    f"{cores} idle cores)", f"{gib(m.peak)} PSS, {gib(m.peak_rss)} RSS"))
     return m
 
 
@@ -313,15 +325,15 @@ def main() -> None:
         sys.exit(f"naive run failed:\n{naive.done.stderr[-3000:]}")
     scale = total / n
     print(f"naive (PIL list -> array, 1 process): {naive.wall:6.1f} s wall on {n:,} images ({n / naive.wall:,.0f} images/s), "
-          f"CPU {naive.cpu:.1f} s ({naive.cpu / n * 1000:.2f} ms per image, no file written), peak {gib(naive.peak)}")
+          f"CPU {naive.cpu:.1f} s ({naive.cpu / n * 1000:.2f} ms per image, no file written), peak {gib(naive.peak_rss)} RSS")
     _, naive_rss, naive_base = (float(v) for v in naive.done.stdout.split())
     naive_peak = naive_base + (naive_rss - naive_base) * scale  # what the images add grows with their number
     print(f"  scaled to {total:,} images: ~{naive.wall * scale:.0f} s and ~{gib(naive_peak)}; podium: "
           f"{naive.wall * scale / m.wall:.2f}x the naive speed, memory {gib(m.peak)} flat vs growing "
           f"{(naive_rss - naive_base) / n / 2**10:.0f} KiB per image")
     summary.append((f"naive, {n:,} images (1 process)", f"{naive.wall:.1f} s", f"{naive.cpu:.1f} s "
-                    f"({naive.cpu / n * 1000:.2f} ms/img)", gib(naive.peak)))
-    summary.append((f"naive scaled to {total:,}", f"~{naive.wall * scale:.0f} s", f"~{naive.cpu * scale:.0f} s", f"~{gib(naive_peak)}"))
+                    f"({naive.cpu / n * 1000:.2f} ms/img)", f"{gib(naive.peak_rss)} RSS"))
+    summary.append((f"naive scaled to {total:,}", f"~{naive.wall * scale:.0f} s", f"~{naive.cpu * scale:.0f} s", f"~{gib(naive_peak)} RSS"))
 
     import torch
     import torchvision
@@ -346,7 +358,8 @@ def main() -> None:
     summary.append((f"checkpoint scoring, {int(count):,} test images (resnet18 at {score_size} px, {args.score_device})",
                     f"{scored.wall:.1f} s", f"{scored.cpu:.0f} s", f"child {gib(int(child_rss))} RSS"))
 
-    print("\nsummary (wall clock, CPU = user + system over the process tree, peak memory):")
+    print("\nsummary (wall clock; CPU = user + system over the process tree; peak memory, PSS counting a page shared "
+          "by forked workers once, RSS in each):")
     widths = [max(len(row[i]) for row in summary) for i in range(4)]
     for row in [("", "wall", "CPU", "peak memory")] + summary:
         print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
