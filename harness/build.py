@@ -130,6 +130,27 @@ def check_build_options(name: str, public_fraction: float, decoys: int = 0) -> N
         raise CompetitionError(f"--name {name!r}: use letters, digits, '-' and '_' only.")
 
 
+def check_root(root: Path) -> None:
+    """``--root`` must be a folder, or a path where one can be made (checked before any work)."""
+    root = Path(root)
+    for path in (root, *root.parents):
+        if path.exists() or path.is_symlink():
+            if path.is_dir():
+                return
+            if path == root:
+                raise CompetitionError(f"--root {root} is a file, not a folder; --root is the folder the competition "
+                                       "is built in: choose another.")
+            raise CompetitionError(f"--root {root}: {path} is a file, not a folder; choose another --root.")
+
+
+def make_root(root: Path) -> None:
+    """Create ``--root`` (and its parents): a refusal the user can act on, never a traceback."""
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CompetitionError(f"--root {root}: cannot create the folder ({exc.strerror or exc}); choose another --root.") from None
+
+
 def write_description(directory: Path, dataset: str, title: str, classes, facts=None) -> None:
     """``description.md`` (the Overview page), unless the organizer already has one there."""
     from harness.description import description_markdown
@@ -157,8 +178,12 @@ def build_competition(
     """
     name = name or dataset
     check_build_options(name, public_fraction, decoys)
+    check_root(Path(root))
     data = load_dataset(dataset, data_dir)  # after every cheap check: cifar10 may download 163 MB
     directory = Path(root) / name
+    if directory.exists() and not directory.is_dir():
+        raise CompetitionError(f"{directory} is a file, not a competition folder; remove it or choose another --name.")
+    make_root(Path(root))
     (directory / "public").mkdir(parents=True, exist_ok=True)
     (directory / "private").mkdir(parents=True, exist_ok=True)
 

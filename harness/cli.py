@@ -53,6 +53,10 @@ def init_command(dataset, root, name, title, public_fraction, decoys, seed, hidd
             public_fraction=public_fraction, seed=seed, hidden_test=hidden_test, skip_bad=skip_bad,
             allow_duplicates=allow_duplicates, image_format=image_format, workers=workers,
         )
+        for line in report.swept:
+            click.echo(f"removed a build folder left by a killed build: {line}", err=True)
+        for line in report.ignored:
+            click.echo(f"warning: {line}", err=True)
         for line in report.skipped:
             click.echo(f"skipped (unreadable): {line}", err=True)
         for line in report.duplicates:

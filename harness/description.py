@@ -73,8 +73,8 @@ Repository, 1998.
 
 IMAGES = """# {title}
 
-<!-- podium init wrote this skeleton: replace every part in angle brackets, then restart the board.
-     Markdown only: raw HTML is removed when the page is shown. -->
+> podium init wrote this skeleton: replace each part in angle brackets (and this note), then reload
+> the page. It is Markdown: HTML in it is shown as text, never run.
 
 <One paragraph: what is in the images, and what a model must tell apart.>
 

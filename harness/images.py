@@ -3,20 +3,28 @@
 Input: ``--train DIR`` in torchvision's ImageFolder layout (``DIR/<class>/<file>``, classes = the
 folder names in sorted order), ``--test DIR`` (a folder of images) and ``--labels FILE`` (a CSV
 ``file,label``: each test image's class, paths relative to the test folder). Files and folders whose
-name starts with a dot are ignored (``.DS_Store``, ``.ipynb_checkpoints``).
+name starts with a dot are ignored (``.DS_Store``, ``.ipynb_checkpoints``); an image lying directly
+in ``--train`` (in no class folder) is refused, any other loose file there is reported and ignored.
 
-Every image goes through one rule (``prepare_image``): the first frame (GIF, WebP); the EXIF
-orientation applied; converted to RGB (grayscale, palette and CMYK converted; transparency
-composited on white; 16-bit channels scaled to 8 bits); the shorter side scaled to N and the
-centre N x N kept (Pillow's antialiased bilinear filter, as torchvision's ``Resize``). N is
+Every image goes through one rule (``prepare_image``): the first frame (GIF, WebP); a JPEG at least
+twice the target size decoded by libjpeg at 1/2, 1/4 or 1/8 scale (the largest reduction that keeps
+its shorter side at N or more; DCT scaling, as ``Image.draft``); the EXIF orientation applied;
+converted to RGB (grayscale, palette and CMYK converted; transparency composited on white; 16-bit
+channels scaled to 8 bits); the shorter side scaled to N and the centre N x N kept (Pillow's
+antialiased bilinear filter, as torchvision's ``Resize``, over the exact centre box). N is
 ``--image-size``, default the median shorter side of all the images, capped at 224.
 
 Output: the ``image-folders`` format (``harness/imagefolder.py``), JPEG quality 95 without chroma
-subsampling by default (``--image-format png`` for lossless files, about three times slower to
-write). The images are processed by a pool of processes, one image at a time each, and written
-straight to disk, so memory does not grow with the dataset. Everything is built in a hidden
-folder beside the competition and renamed into place at the end: a refused or interrupted build
-leaves nothing under ROOT.
+subsampling by default (``--image-format png`` for lossless files; PNG encoding costs about ten
+times as much as JPEG). The images are processed by a pool of processes (``--workers``, default one per CPU this
+process may use), one image at a time each, and written straight to disk, so memory does not grow
+with the dataset; the same inputs give the same bytes. The workers also return each written file's
+SHA-256, size and modification time, which become the Data page's listing
+(``harness.pages.write_listing``): the board never hashes the images again. Everything is built in
+a hidden folder ``ROOT/.NAME.building-*`` beside the competition (with a note of the building
+process) and renamed into place at the end: a refused or interrupted build leaves nothing under
+ROOT, and one killed outright (SIGKILL, power cut) leaves a folder that the next ``podium init``
+of the same name removes once its process is gone.
 """
 from __future__ import annotations
 
@@ -27,10 +35,12 @@ import math
 import multiprocessing
 import os
 import shutil
+import socket
 import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -103,6 +113,10 @@ def prepare_image(data: bytes, size: int):
             img.seek(0)  # the first frame of an animation
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
+            if img.mode == "L" and "transparency" not in img.info:
+                # Grey stays grey: resizing the one channel, then copying it to R, G and B, gives the
+                # same bytes as converting first, for a third of the work.
+                return resize_center_crop(img, size).convert("RGB")
             return resize_center_crop(to_rgb(img), size)
         except ValueError:
             raise
@@ -128,58 +142,113 @@ def probe(path: str) -> tuple[int, str | None]:
         return 0, (str(exc).strip() or type(exc).__name__)[:200]
 
 
-def process(task: tuple[str, str, int, str]) -> tuple[str, str | None]:
-    """Worker: read ``src``, apply the rule, write ``dst``. (sha256 of the source bytes, error or None)."""
+class Done(NamedTuple):
+    """What a worker reports for one image: the source's SHA-256 (the leak check), and either the
+    reason it could not be used or the written file's SHA-256, size and modification time (the
+    Data page's listing, so that the board never hashes the images again). A tuple: cheap to pickle."""
+
+    source_sha256: str
+    error: str | None = None
+    sha256: str = ""
+    size: int = 0
+    mtime_ns: int = 0
+
+
+def process(task: tuple[str, str, int, str]) -> Done:
+    """Worker: read ``src``, apply the rule, write ``dst`` (a new file)."""
     src, dst, size, fmt = task
-    data = Path(src).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
+    with open(src, "rb") as fh:
+        data = fh.read()
+    source_sha256 = hashlib.sha256(data).hexdigest()
     try:
         img = prepare_image(data, size)
     except ValueError as exc:
-        return digest, str(exc)
+        return Done(source_sha256, str(exc))
     pil_format, _, options = OUTPUT_FORMATS[fmt]
     buf = io.BytesIO()
     img.save(buf, pil_format, **options)
-    Path(dst).write_bytes(buf.getvalue())  # outside the try: a full disk is not a bad image
-    return digest, None
+    out = buf.getbuffer()
+    # Outside the try: a full disk is not a bad image. O_EXCL: every output name is new.
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        written = 0
+        while written < len(out):
+            written += os.write(fd, out[written:])
+        stat = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return Done(source_sha256, None, hashlib.sha256(out).hexdigest(), stat.st_size, stat.st_mtime_ns)
 
 
 # ---------------------------------------------------------------- the input folders
 
 
-def _visible_files(folder: Path) -> list[Path]:
-    """Files under ``folder`` (recursively, like ImageFolder), none hidden, sorted by relative path."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
-    return sorted(out, key=lambda p: p.relative_to(folder).as_posix())
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".webp")
+
+
+def _visible_files(folder: str) -> list[tuple[str, str]]:
+    """(relative path with forward slashes, full path) of every file under ``folder``, recursively and
+    following links to folders (like ImageFolder), none hidden, sorted by relative path. Anything that
+    is not a folder counts as a file (a broken link is then reported as unreadable, not skipped)."""
+    out: list[tuple[str, str]] = []
+    todo = [("", folder)]
+    while todo:
+        prefix, path = todo.pop()
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    todo.append((f"{prefix}{entry.name}/", entry.path))
+                else:
+                    out.append((prefix + entry.name, entry.path))
+    out.sort()
+    return out
 
 
 @dataclass
 class Item:
-    source: Path
+    source: str  # the file's path, as found under --train or --test
     name: str  # the path shown to the organizer (relative to --train or --test)
     label: int
     out: str = ""  # relative to the competition directory
-    digest: str = ""
+    digest: str = ""  # the source's SHA-256
     error: str | None = None
+    done: Done | None = None
 
 
 @dataclass
 class ImagesReport:
-    """What a build left out or let through, for the CLI to print."""
+    """What a build left out, let through or cleaned up, for the CLI to print."""
 
     skipped: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # loose non-image files directly in --train
+    swept: list[str] = field(default_factory=list)  # stale build folders of killed builds, removed
     image_size: int = 0
     train_images: int = 0
     test_images: int = 0
 
 
-def scan_train(train_dir: Path) -> tuple[tuple[str, ...], list[Item], list[str]]:
+def scan_train(train_dir: Path) -> tuple[tuple[str, ...], list[Item], list[str], list[str]]:
+    """(classes, items, problems, loose files ignored)."""
     problems: list[str] = []
-    classes = tuple(sorted(d.name for d in train_dir.iterdir() if d.is_dir() and not d.name.startswith(".")))
+    folders, loose = [], []
+    with os.scandir(train_dir) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            (folders if entry.is_dir() else loose).append(entry.name)
+    classes = tuple(sorted(folders))
+    loose.sort()
+    images = [n for n in loose if n.lower().endswith(IMAGE_SUFFIXES)]
+    if images:
+        problems.append(
+            f"{train_dir}: {len(images)} image(s) lie directly in the training folder, in no class folder: "
+            f"{', '.join(images[:10])}{' ...' if len(images) > 10 else ''}; move each into its class's folder "
+            "(DIR/<class>/<file>, torchvision's ImageFolder layout) or remove it."
+        )
+    ignored = [f"{train_dir / n}: not in a class folder, ignored" for n in loose if n not in images]
     if len(classes) < 2:
         found = f"only {classes[0]!r}" if classes else "none"
         problems.append(
@@ -188,11 +257,11 @@ def scan_train(train_dir: Path) -> tuple[tuple[str, ...], list[Item], list[str]]
         )
     items: list[Item] = []
     for index, name in enumerate(classes):
-        files = _visible_files(train_dir / name)
+        files = _visible_files(os.path.join(train_dir, name))
         if not files:
             problems.append(f"{train_dir / name}: the class folder {name!r} is empty; add its images or remove the folder.")
-        items += [Item(f, f.relative_to(train_dir).as_posix(), index) for f in files]
-    return classes, items, problems
+        items += [Item(full, f"{name}/{relative}", index) for relative, full in files]
+    return classes, items, problems, ignored
 
 
 def read_labels(labels_file: Path, classes: tuple[str, ...]) -> tuple[dict[str, int], set[str], list[str]]:
@@ -232,9 +301,8 @@ def read_labels(labels_file: Path, classes: tuple[str, ...]) -> tuple[dict[str, 
 
 def scan_test(test_dir: Path, labels_file: Path, classes: tuple[str, ...]) -> tuple[list[Item], list[str]]:
     labels, named, problems = read_labels(labels_file, classes)
-    files = _visible_files(test_dir)
-    names = {f.relative_to(test_dir).as_posix(): f for f in files}
-    if not files:
+    names = dict(_visible_files(str(test_dir)))
+    if not names:
         problems.append(f"{test_dir}: the test folder holds no images.")
     unlabelled = [n for n in names if n not in named]
     unmatched = [n for n in sorted(named) if n not in names]
@@ -259,13 +327,21 @@ def scan_test(test_dir: Path, labels_file: Path, classes: tuple[str, ...]) -> tu
     return items, problems
 
 
-def _output_names(items: list[Item], classes: tuple[str, ...], ext: str) -> list[str]:
+def _with_suffix(relative: str, ext: str) -> str:
+    """``PurePosixPath(relative).with_suffix(ext)`` for a relative path, without the objects."""
+    head, slash, name = relative.rpartition("/")
+    dot = name.rfind(".")
+    if 0 < dot < len(name) - 1:
+        name = name[:dot]
+    return f"{head}{slash}{name}{ext}"
+
+
+def _output_names(items: list[Item], ext: str) -> list[str]:
     """Train outputs keep their name with the new extension; two that would collide are refused."""
     problems = []
     seen: dict[str, str] = {}
     for item in items:
-        relative = Path(item.name)
-        item.out = f"public/train/{relative.with_suffix(ext).as_posix()}"
+        item.out = f"public/train/{_with_suffix(item.name, ext)}"
         other = seen.setdefault(item.out.casefold(), item.name)
         if other != item.name:
             problems.append(
@@ -276,6 +352,61 @@ def _output_names(items: list[Item], classes: tuple[str, ...], ext: str) -> list
 
 
 # ---------------------------------------------------------------- the build
+
+
+OWNER_FILE = ".podium-build-owner"  # in a build folder: host, pid and start time of the process building it
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, e.g. under taskset or a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time since boot (Linux's /proc/PID/stat field 22), or None when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _owner_gone(folder: Path) -> bool:
+    """True when the process that made this build folder, on this host, no longer runs."""
+    try:
+        host, pid_text, start = (folder / OWNER_FILE).read_text(encoding="utf-8").split("\n")[:3]
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return False  # not ours to judge: no readable note of its owner
+    if host != socket.gethostname() or pid <= 0:
+        return False  # another machine's build (a shared folder): its process cannot be checked from here
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    now = _process_start(pid)
+    return bool(start) and now is not None and now != start  # the pid was reused by another process
+
+
+def sweep_stale_builds(root: Path, name: str) -> list[str]:
+    """Remove ``ROOT/.NAME.building-*`` folders left by builds of NAME whose process is gone."""
+    swept = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return swept
+    prefix = f".{name}.building-"  # names have no dots: no other competition's folder starts so
+    for entry in entries:
+        if entry.name.startswith(prefix) and entry.is_dir(follow_symlinks=False) and _owner_gone(Path(entry.path)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            if not os.path.exists(entry.path):
+                swept.append(entry.path)
+    return swept
 
 
 def _pool(workers: int):
@@ -308,8 +439,9 @@ def build_images_competition(
     workers: int | None = None,
 ):
     """Write ``<root>/<name>/`` in the image-folders format; returns (Competition, ImagesReport)."""
-    from harness.build import check_build_options, opaque_ids, stratified_public_mask, write_description
+    from harness.build import check_build_options, check_root, make_root, opaque_ids, stratified_public_mask, write_description
     from harness.competition import USAGES, load_competition
+    from harness.pages import write_listing
 
     check_build_options(name, public_fraction)
     if image_size is not None and not MIN_SIZE <= image_size <= MAX_SIZE:
@@ -322,15 +454,17 @@ def build_images_competition(
         if not ok:
             kind = "a file (CSV file,label)" if what == "--labels" else "a folder"
             raise DatasetError(f"{what} {path}: no such {kind.split(' ')[1]}; {what} must be {kind}.")
+    check_root(root)
     target = root / name
     if target.exists():
         raise DatasetError(f"{target} already exists; remove it or choose another --name.")
 
-    classes, train, problems = scan_train(train_dir)
+    report = ImagesReport()
+    classes, train, problems, report.ignored = scan_train(train_dir)
     test, test_problems = scan_test(test_dir, labels_file, classes) if len(classes) >= 2 else ([], [])
     problems += test_problems
     _, ext, _ = OUTPUT_FORMATS[image_format]
-    problems += _output_names(train, classes, ext)
+    problems += _output_names(train, ext)
     if problems:
         raise DatasetError(capped(problems))
 
@@ -340,28 +474,31 @@ def build_images_competition(
     test_base = "private" if hidden_test else "public"
     for item, id_ in zip(test, test_ids):
         item.out = f"{test_base}/test/{id_}{ext}"
-    report = ImagesReport()
-    workers = max(1, workers or os.cpu_count() or 1)
+    workers = max(1, workers or usable_cpus())
     everything = train + test
 
     root_existed = root.exists()
-    root.mkdir(parents=True, exist_ok=True)
+    make_root(root)
+    report.swept = sweep_stale_builds(root, name)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.building-"))
     try:
+        (staging / OWNER_FILE).write_text(
+            f"{socket.gethostname()}\n{os.getpid()}\n{_process_start(os.getpid()) or ''}\n", encoding="utf-8")
         with _pool(workers) as pool:
             if image_size is None:
-                probes = _run(pool, workers, probe, [str(i.source) for i in everything], "reading image sizes")
+                probes = _run(pool, workers, probe, [i.source for i in everything], "reading image sizes")
                 for item, (_, error) in zip(everything, probes):
                     item.error = error
                 sides = [side for side, error in probes if error is None]
                 image_size = min(MAX_DEFAULT_SIZE, int(np.median(sides))) if sides else MAX_DEFAULT_SIZE
                 image_size = max(MIN_SIZE, image_size)
             todo = [i for i in everything if i.error is None]
-            for folder in {str(Path(i.out).parent) for i in todo}:
+            for folder in {os.path.dirname(i.out) for i in todo}:
                 (staging / folder).mkdir(parents=True, exist_ok=True)
-            tasks = [(str(i.source), str(staging / i.out), image_size, image_format) for i in todo]
-            for item, (digest, error) in zip(todo, _run(pool, workers, process, tasks, f"preparing images ({image_size}px)")):
-                item.digest, item.error = digest, error
+            base = str(staging) + os.sep
+            tasks = [(i.source, base + i.out, image_size, image_format) for i in todo]
+            for item, done in zip(todo, _run(pool, workers, process, tasks, f"preparing images ({image_size}px)")):
+                item.digest, item.error, item.done = done.source_sha256, done.error, done
         report.image_size = image_size
         bad = [i for i in everything if i.error is not None]
         if bad and not skip_bad:
@@ -372,7 +509,7 @@ def build_images_competition(
         report.skipped = [f"{i.source}: {i.error}" for i in bad]
         train = [i for i in train if i.error is None]
         test = [i for i in test if i.error is None]
-        test_ids = np.asarray([Path(i.out).stem for i in test])
+        test_ids = np.asarray([os.path.splitext(os.path.basename(i.out))[0] for i in test])
         left = np.bincount([i.label for i in train], minlength=len(classes))
         empty = [c for c, n in zip(classes, left) if n == 0]
         if empty or not test:
@@ -409,9 +546,12 @@ def build_images_competition(
         report.train_images, report.test_images = len(train), len(test)
         facts = {"train_images": len(train), "test_images": len(test), "image_size": image_size, "hidden_test": hidden_test}
         write_description(staging, "images", title, classes, facts)
+        write_listing(staging, {i.out[len("public/"):]: (i.done.size, i.done.mtime_ns, i.done.sha256)
+                                for i in train + test if i.out.startswith("public/")})
         os.chmod(staging, 0o755)  # mkdtemp made it 0700
         (staging / "private").chmod(0o700)  # the answers (and a hidden test set): the organizer's only
         (staging / "private" / "solution.csv").chmod(0o600)
+        (staging / OWNER_FILE).unlink()
         os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

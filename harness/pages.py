@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 
 from harness.competition import Competition
 from harness.metrics import METRICS, get_metric
@@ -155,12 +157,84 @@ class PublicFile:
     sha256: str
 
 
+@dataclass(frozen=True)
+class PublicFolder:
+    """A folder directly under public/ (an image-folders competition's ``train/``, ``test/``)."""
+
+    path: str
+    files: int
+    size: int
+
+
+@dataclass(frozen=True)
+class PublicListing:
+    """public/ as the Data page shows it: every file, the files directly in it, and its folders."""
+
+    files: tuple[PublicFile, ...]  # every file, sorted by path (SHA256SUMS)
+    top: tuple[PublicFile, ...]  # the files directly in public/ (a row each on the page)
+    folders: tuple[PublicFolder, ...]  # the folders directly in public/ (a row each: count and size)
+    size: int  # bytes in all
+    stamp: tuple  # (path, inode, mtime) of every folder and (path, inode, size, mtime) of the top files
+    made: float  # time.monotonic() when it was read
+
+
+LISTING_FILE = ".public-files.tsv"  # at the competition's root: `podium init images` hashed public/ for the board
+LISTING_HEADER = "# podium: the files under public/ when this was written: sha256, size, path (tab-separated)\n"
+REVALIDATE_S = 600.0  # a listing older than this is read again (a file rewritten in place inside a folder)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _scan_public(public: Path) -> tuple[list[tuple[str, os.stat_result]], list[tuple[str, os.stat_result]]]:
+    """(files, folders) under ``public``, each (relative path, lstat), public itself the folder "".
+
+    Hidden names, links (a link could point into private/) and anything that is neither a regular
+    file nor a folder are left out, and nothing under a left-out folder is read.
+    """
+    files: list[tuple[str, os.stat_result]] = []
+    folders: list[tuple[str, os.stat_result]] = [("", os.lstat(public))]
+    todo = [("", str(public))]
+    while todo:
+        prefix, path = todo.pop()
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                stat = entry.stat(follow_symlinks=False)
+                relative = prefix + entry.name
+                if S_ISDIR(stat.st_mode):
+                    folders.append((relative, stat))
+                    todo.append((relative + "/", entry.path))
+                elif S_ISREG(stat.st_mode):
+                    files.append((relative, stat))
+    files.sort(key=lambda f: f[0])
+    return files, folders
+
+
+def _digests(public: Path, files, cache: dict | None, seeds: tuple[int, dict] | None = None) -> list[PublicFile]:
+    """PublicFile for each (relative, stat): the digest from ``cache`` ((path, size, mtime_ns) ->
+    sha256), else from ``seeds`` (``read_listing``), else hashed now (and put in ``cache``)."""
+    written, seeded = seeds if seeds is not None else (0, {})
+    out = []
+    for relative, stat in files:
+        key = (relative, stat.st_size, stat.st_mtime_ns)
+        digest = cache.get(key) if cache is not None else None
+        if digest is None:
+            seed = seeded.get(relative)
+            if seed is not None and seed[0] == stat.st_size and stat.st_mtime_ns <= written:
+                digest = seed[1]  # the file has not changed since the listing was written
+            else:
+                digest = sha256_file(public / relative)
+            if cache is not None:
+                cache[key] = digest
+        out.append(PublicFile(relative, stat.st_size, digest))
+    return out
 
 
 def public_files(competition: Competition, cache: dict | None = None) -> list[PublicFile]:
@@ -171,22 +245,121 @@ def public_files(competition: Competition, cache: dict | None = None) -> list[Pu
     (path, size, mtime_ns) to the digest, so a page view re-hashes only what changed.
     """
     public = (competition.root / "public").resolve()
-    out: list[PublicFile] = []
     if not public.is_dir():
-        return out
-    for dirpath, dirnames, filenames in os.walk(public):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d)))
-        for name in filenames:
-            path = Path(dirpath) / name
-            if name.startswith(".") or path.is_symlink() or not path.is_file():
-                continue
-            stat = path.stat()
-            relative = path.relative_to(public).as_posix()
-            key = (relative, stat.st_size, stat.st_mtime_ns)
-            digest = cache.get(key) if cache is not None else None
-            if digest is None:
-                digest = sha256_file(path)
-                if cache is not None:
-                    cache[key] = digest
-            out.append(PublicFile(relative, stat.st_size, digest))
-    return sorted(out, key=lambda f: f.path)
+        return []
+    return _digests(public, _scan_public(public)[0], cache)
+
+
+def write_listing(directory: Path, known: dict[str, tuple[int, int, str]] | None = None) -> None:
+    """``LISTING_FILE`` for the competition in ``directory``: every public file's size and digest, so
+    that the board need not hash them. Without ``known`` every file under public/ is hashed here.
+    With it, ``known`` maps every file in public/'s folders to the (size, mtime_ns, sha256) its
+    writer measured (the images: the workers that wrote them), and only the files directly in
+    public/ (the manifests) are read. It holds no time stamp, so the same inputs still give the
+    same bytes: an entry counts while its file is no newer than the listing and has that size.
+    """
+    public = Path(directory) / "public"
+    if known is None:
+        listed = _digests(public, _scan_public(public)[0], None)
+    else:
+        with os.scandir(public) as entries:
+            tops = sorted((e.name, e.stat(follow_symlinks=False)) for e in entries
+                          if not e.name.startswith(".") and e.is_file(follow_symlinks=False))
+        listed = sorted(_digests(public, tops, None) + [PublicFile(path, size, digest) for path, (size, _, digest)
+                                                         in known.items() if "/" in path], key=lambda f: f.path)
+    lines = [LISTING_HEADER] + [f"{f.sha256}\t{f.size}\t{f.path}\n" for f in listed]
+    temporary = Path(directory) / (LISTING_FILE + ".tmp")
+    temporary.write_text("".join(lines), encoding="utf-8")
+    os.replace(temporary, Path(directory) / LISTING_FILE)
+
+
+def read_listing(directory: Path) -> tuple[int, dict[str, tuple[int, str]]]:
+    """(the listing's modification time in ns, path -> (size, sha256)) from ``write_listing``'s file;
+    (0, {}) when there is none. A stale or damaged listing costs a re-hash, never a wrong digest:
+    an entry is only used for a file of that size that is no newer than the listing."""
+    out: dict[str, tuple[int, str]] = {}
+    path = Path(directory) / LISTING_FILE
+    try:
+        written = os.stat(path).st_mtime_ns
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                parts = line.rstrip("\n").split("\t", 2)
+                if len(parts) == 3 and len(parts[0]) == 64 and parts[1].isdigit():
+                    out[parts[2]] = (int(parts[1]), parts[0])
+    except (OSError, UnicodeDecodeError):
+        return 0, {}
+    return written, out
+
+
+def _stamp(public: Path, files, folders) -> tuple:
+    tops = tuple((p, s.st_ino, s.st_size, s.st_mtime_ns) for p, s in files if "/" not in p)
+    return tuple((p, s.st_ino, s.st_mtime_ns) for p, s in sorted(folders, key=lambda f: f[0])), tops
+
+
+def _still_current(public: Path, listing: PublicListing) -> bool:
+    """True while no folder of the listing and no file directly in public/ has changed.
+
+    A file added, removed or renamed changes its folder's modification time; a file directly in
+    public/ (the manifests, the sample submission) is checked itself. That is a stat per folder and
+    per top file, not per image. A file rewritten in place inside a folder is noticed when the
+    listing is older than ``REVALIDATE_S``.
+    """
+    if time.monotonic() - listing.made > REVALIDATE_S:
+        return False
+    folders, tops = listing.stamp
+    try:
+        for path, ino, mtime in folders:
+            stat = os.lstat(public / path) if path else os.lstat(public)
+            if not S_ISDIR(stat.st_mode) or (stat.st_ino, stat.st_mtime_ns) != (ino, mtime):
+                return False
+        for path, ino, size, mtime in tops:
+            stat = os.lstat(public / path)
+            if not S_ISREG(stat.st_mode) or (stat.st_ino, stat.st_size, stat.st_mtime_ns) != (ino, size, mtime):
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def public_listing(competition: Competition, state: dict) -> PublicListing:
+    """The Data page's listing of public/, kept in ``state`` (a dict the caller keeps per competition).
+
+    Read again only when ``_still_current`` says something changed; digests are cached per (path,
+    size, mtime), seeded from ``LISTING_FILE`` when ``podium init`` wrote one, so a view of a
+    60,000-image competition stats a dozen folders and hashes nothing.
+    """
+    public = (competition.root / "public").resolve()
+    listing = state.get("listing")
+    if listing is not None and state.get("public") == public and _still_current(public, listing):
+        return listing
+    if state.get("public") != public:
+        state.clear()
+        state["public"] = public
+        state["digests"] = {}
+        state["seeds"] = read_listing(competition.root)
+    if not public.is_dir():
+        listing = PublicListing((), (), (), 0, ((), ()), time.monotonic())
+        state["listing"] = listing
+        return listing
+    made = time.monotonic()
+    files, folders = _scan_public(public)
+    listed = _digests(public, files, state["digests"], state["seeds"])
+    live = {(f.path, f.size, stats.st_mtime_ns) for f, (_, stats) in zip(listed, files)}
+    for key in [k for k in state["digests"] if k not in live]:  # forget what is gone
+        del state["digests"][key]
+    counts: dict[str, list[int]] = {p: [0, 0] for p, _ in folders if p and "/" not in p}
+    for f in listed:
+        head = f.path.split("/", 1)[0]
+        if head in counts and "/" in f.path:
+            counts[head][0] += 1
+            counts[head][1] += f.size
+    listing = PublicListing(
+        files=tuple(listed),
+        top=tuple(f for f in listed if "/" not in f.path),
+        folders=tuple(PublicFolder(p, n, size) for p, (n, size) in sorted(counts.items())),
+        size=sum(f.size for f in listed),
+        stamp=_stamp(public, files, folders),
+        made=made,
+    )
+    state["listing"] = listing
+    return listing

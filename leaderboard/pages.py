@@ -2,32 +2,40 @@
 
 - Overview: the organizer's ``description.md`` rendered by ``leaderboard.rendering`` (markdown-it-py,
   then nh3), cached per file (mtime, size) so a page view does not re-render it.
-- Data: every regular file under ``public/`` with its size and SHA-256 (``harness.pages.public_files``,
-  digests cached per (path, size, mtime)), each downloadable from ``/data/<path>``: streamed by
-  ``send_file`` (conditional: ETag, Last-Modified, Range), never read into memory; a path outside
-  public/, through a symbolic link, hidden (a dot name) or not a regular file is a 404. On a hidden
-  test set the test images are not in public/ at all, so no route here can serve them.
+- Data: every file under ``public/`` with its size and SHA-256; beyond 500 files, the files
+  directly in it and a row per folder in it (an image-folders competition's ``train/``, ``test/``:
+  how many files, their size). From ``harness.pages.public_listing``: kept per process and read
+  again only when a folder's or a top file's modification time changes (a stat per folder, not per
+  image), its digests seeded from the listing ``podium init images`` wrote. Every file is in
+  ``/data/SHA256SUMS`` and downloadable from ``/data/<path>``: streamed by ``send_file``
+  (conditional: ETag, Last-Modified, Range), never read into memory; a path outside public/,
+  through a symbolic link, hidden (a dot name) or not a regular file is a 404. On a hidden test
+  set the test images are not in public/ at all, so no route here can serve them.
 - Evaluation and Rules: ``harness.pages`` writes them from competition.toml.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path, PurePosixPath
 
 from flask import Blueprint, Response, abort, current_app, render_template, send_file, stream_with_context
 from markupsafe import Markup
 
-from harness.pages import evaluation_markdown, public_files, rules_markdown
+from harness.pages import PublicListing, evaluation_markdown, public_listing, rules_markdown
 from leaderboard.rendering import render_markdown
 from leaderboard.state import current_competition, podium_state
 
 bp = Blueprint("pages", __name__)
 
-MAX_LISTED = 500  # rows on the Data page; every file is in SHA256SUMS and downloadable by its path
-DIGESTS_KEY = "pages.digests"
+MAX_LISTED = 500  # up to this many files, a row each; beyond, the top files and a row per folder
+LISTING_KEY = "pages.listing"
 
 
-def _digest_cache() -> dict:
-    return current_app.extensions.setdefault(DIGESTS_KEY, {})
+def listing() -> PublicListing:
+    """The competition's public files (``harness.pages.public_listing``), one computation at a time."""
+    lock, state = current_app.extensions.setdefault(LISTING_KEY, (threading.Lock(), {}))
+    with lock:  # a first view of a large competition reads it once, not once per concurrent request
+        return public_listing(current_competition(), state)
 
 
 def description_html() -> Markup | None:
@@ -59,16 +67,20 @@ def overview():
 
 @bp.get("/data")
 def data():
-    files = public_files(current_competition(), _digest_cache())
-    return render_template("pages/data.html", tab="data", files=files[:MAX_LISTED], total=len(files),
-                           total_bytes=sum(f.size for f in files))
+    found = listing()
+    if len(found.files) <= MAX_LISTED:  # a small competition: a row per file, wherever it is
+        rows, folders = found.files, ()
+    else:  # an image-folders one: its manifests, and a row per folder of images
+        rows, folders = found.top[:MAX_LISTED], found.folders
+    unlisted = len(found.files) - len(rows) - sum(d.files for d in folders)
+    return render_template("pages/data.html", tab="data", files=rows, folders=folders, unlisted=unlisted,
+                           total=len(found.files), total_bytes=found.size)
 
 
 @bp.get("/data/SHA256SUMS")
 def checksums():
     """Every public file's digest in ``sha256sum -c`` format."""
-    files = public_files(current_competition(), _digest_cache())
-    lines = (f"{f.sha256}  {f.path}\n" for f in files)
+    lines = (f"{f.sha256}  {f.path}\n" for f in listing().files)
     return Response(stream_with_context(lines), mimetype="text/plain",
                     headers={"Content-Disposition": "attachment; filename=SHA256SUMS"})
 

@@ -164,6 +164,50 @@ def test_a_hidden_test_set_can_never_be_downloaded_and_the_pages_say_so(tmp_path
     assert api.status_code == 422 and any("hidden" in m for m in api.get_json()["errors"])
 
 
+def test_a_large_image_folders_competition_lists_folders_and_hashes_nothing_per_view(tmp_path, monkeypatch):
+    """Beyond 500 files the Data page lists the top files and a row per folder; the listing comes from
+    the digests `podium init images` wrote, is kept between views, and follows changes."""
+    from harness import pages as harness_pages
+    from harness.images import build_images_competition
+    from tests.test_init_images import make_tree
+
+    tree = make_tree(tmp_path / "src", per_class=170, test_per_class=10)  # 510 + 30 images, 3 manifests
+    comp, _ = build_images_competition(tree["train"], tree["test"], tree["labels"], tmp_path / "comps", "many",
+                                       image_size=16, workers=1)
+    public = comp.root / "public"
+    on_disk = {p.relative_to(public).as_posix(): p.read_bytes() for p in public.rglob("*") if p.is_file()}
+    assert len(on_disk) == 543
+    hashed, scans = [], []
+    real_hash, real_scan = harness_pages.sha256_file, harness_pages._scan_public
+    monkeypatch.setattr(harness_pages, "sha256_file", lambda path: hashed.append(path) or real_hash(path))
+    monkeypatch.setattr(harness_pages, "_scan_public", lambda path: scans.append(path) or real_scan(path))
+    client = app_for(tmp_path, comp.root).test_client()
+
+    page = client.get("/data").get_data(as_text=True)
+    assert hashed == [] and len(scans) == 1  # every digest came from the build's listing
+    assert "543 files" in page and "SHA256SUMS" in page
+    for name in ("train.csv", "test.csv", "sample_submission.csv"):
+        assert f'href="/data/{name}"' in page and hashlib.sha256(on_disk[name]).hexdigest() in page
+    folders = re.findall(r'<code>(\w+)/</code></td>\s*<td class="num" data-files="(\d+)">[^<]*</td>\s*'
+                         r'<td class="num" data-bytes="(\d+)">', page)
+    size = lambda prefix: sum(len(b) for n, b in on_disk.items() if n.startswith(prefix))  # noqa: E731
+    assert folders == [("test", "30", str(size("test/"))), ("train", "510", str(size("train/")))]
+    assert "train/ant/0.jpg" not in page  # no row per image
+    sums = client.get("/data/SHA256SUMS").get_data(as_text=True)
+    assert sums == "".join(f"{hashlib.sha256(on_disk[n]).hexdigest()}  {n}\n" for n in sorted(on_disk))
+    with client.get("/data/train/ant/0.jpg") as reply:  # every image stays downloadable, streamed
+        assert reply.status_code == 200 and reply.get_data() == on_disk["train/ant/0.jpg"]
+    client.get("/data")
+    assert len(scans) == 1 and hashed == []  # the second view stats a few folders and reads nothing
+
+    (public / "train" / "ant" / "extra.jpg").write_bytes(on_disk["train/ant/0.jpg"] + b"more")  # a file added
+    (public / "train.csv").write_text("file,label\n", encoding="utf-8")  # a manifest rewritten in place
+    page = client.get("/data").get_data(as_text=True)
+    assert len(scans) == 2 and sorted(p.name for p in hashed) == ["extra.jpg", "train.csv"]  # only what changed
+    assert "544 files" in page and 'data-files="511"' in page
+    assert hashlib.sha256(b"file,label\n").hexdigest() in page
+
+
 def status(client, url: str) -> int:
     with client.get(url) as reply:
         return reply.status_code

@@ -356,3 +356,179 @@ def test_the_cli_builds_digits_with_a_hidden_test_set_and_refuses_misplaced_opti
     done = subprocess.run([*PODIUM, "init", "images", "--root", str(tmp_path / "y")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "needs --train, --test, --labels, --name" in done.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_test_names_differing_only_by_letter_case_are_refused(tmp_path):
+    tree = make_tree(tmp_path / "src")
+    solid(COLOURS["ant"]).save(tree["test"] / "ANT-t0.png")  # beside ant-t0.png
+    write_labels(tree["labels"], read_rows(tree["labels"]) + [["ANT-t0.png", "ant"]])
+    refused(tree, tmp_path / "out", "differ only by letter case", "'ANT-t0.png'", "'ant-t0.png'")
+    (tree["test"] / "ANT-t0.png").unlink()
+    write_labels(tree["labels"], [r for r in read_rows(tree["labels"]) if r[0] != "ANT-t0.png"])
+    solid(COLOURS["bee"]).save(tree["train"] / "bee" / "Shot.png")
+    solid(COLOURS["bee"]).save(tree["train"] / "bee" / "shot.PNG")  # both would be stored as bee/shot.jpg
+    refused(tree, tmp_path / "out", "duplicate file names in the training folder", "bee/Shot.png", "bee/shot.PNG")
+
+
+def test_an_image_outside_the_class_folders_is_refused_and_other_loose_files_are_reported(tmp_path):
+    tree = make_tree(tmp_path / "src")
+    solid(COLOURS["ant"]).save(tree["train"] / "stray.jpg")  # lost from its class folder: ImageFolder ignores it
+    refused(tree, tmp_path / "out", "lie directly in the training folder", "stray.jpg", "move each into its class")
+    (tree["train"] / "stray.jpg").unlink()
+    (tree["train"] / "README.txt").write_text("photos from the 2026 field trip")
+    comp, report = build(tree, tmp_path / "out", image_size=16)
+    assert report.ignored == [f"{tree['train'] / 'README.txt'}: not in a class folder, ignored"]
+    assert report.train_images == 12 and "README" not in (comp.root / "public" / "train.csv").read_text()
+    args = [*PODIUM, "init", "images", "--train", str(tree["train"]), "--test", str(tree["test"]),
+            "--labels", str(tree["labels"]), "--root", str(tmp_path / "cli"), "--name", "mine", "--workers", "1"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "warning:" in done.stderr and "README.txt: not in a class folder" in done.stderr
+
+
+def test_a_root_that_is_a_file_is_refused_with_exit_2(tmp_path):
+    tree = make_tree(tmp_path / "src")
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a folder")
+    for dataset, root in (("images", afile), ("images", afile / "sub"), ("digits", afile)):
+        args = [*PODIUM, "init", dataset, "--root", str(root)]
+        if dataset == "images":
+            args += ["--train", str(tree["train"]), "--test", str(tree["test"]), "--labels", str(tree["labels"]),
+                     "--name", "mine", "--workers", "1"]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "is a file, not a folder" in done.stderr and "Traceback" not in done.stderr
+    assert afile.read_text() == "not a folder"
+
+
+def test_a_build_killed_with_sigkill_is_swept_by_the_next_init_of_that_name(tmp_path):
+    import os
+    import signal
+    import time
+
+    from harness.images import OWNER_FILE, _process_start
+
+    tree = make_tree(tmp_path / "src", per_class=150, test_per_class=40)  # 570 images: a build of a few seconds
+    root = tmp_path / "out"
+    root.mkdir()
+    args = [*PODIUM, "init", "images", "--train", str(tree["train"]), "--test", str(tree["test"]),
+            "--labels", str(tree["labels"]), "--root", str(root), "--name", "mine", "--workers", "1",
+            "--image-format", "png", "--image-size", "256"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list(root.glob(".mine.building-*/public/train/*/*")) and time.monotonic() < deadline:
+        assert proc.poll() is None, "the build ended before it could be killed"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its pool: nothing runs a cleanup
+    proc.wait()
+    (stale,) = root.glob(".mine.building-*")
+    assert (stale / OWNER_FILE).read_text().split("\n")[1] == str(proc.pid)
+    # A build folder whose owner still runs (this test's process) is another build in progress: kept.
+    alive = root / ".mine.building-alive"
+    alive.mkdir()
+    host = (stale / OWNER_FILE).read_text().split("\n")[0]
+    (alive / OWNER_FILE).write_text(f"{host}\n{os.getpid()}\n{_process_start(os.getpid())}\n")
+    reused = root / ".mine.building-reused"  # its pid runs, but it is another process (started later): stale
+    reused.mkdir()
+    (reused / OWNER_FILE).write_text(f"{host}\n{os.getpid()}\n1\n")
+    other = root / ".other.building-x"  # another competition's: never touched
+    other.mkdir()
+    comp, report = build(tree, root, image_size=16)
+    assert sorted(report.swept) == sorted([str(stale), str(reused)]) and not stale.exists() and not reused.exists()
+    assert alive.is_dir() and other.is_dir() and comp.root == root / "mine"
+    assert not (comp.root / OWNER_FILE).exists()
+
+
+def test_grey_images_are_resized_before_becoming_rgb_with_the_same_bytes(tmp_path):
+    from harness.images import prepare_image, resize_center_crop, to_rgb
+
+    rng = np.random.default_rng(4)
+    grey = Image.fromarray(rng.integers(0, 256, (91, 137), dtype=np.uint8), "L")
+    for fmt in ("PNG", "JPEG"):
+        buf = io.BytesIO()
+        grey.save(buf, fmt)
+        decoded = Image.open(io.BytesIO(buf.getvalue()))
+        decoded.load()
+        reference = np.asarray(resize_center_crop(to_rgb(decoded), 50))  # convert first, then resize
+        assert np.array_equal(np.asarray(prepare_image(buf.getvalue(), 50)), reference), fmt
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_never_below_the_size(tmp_path):
+    from harness.images import prepare_image, resize_center_crop
+
+    rng = np.random.default_rng(5)
+    big = Image.fromarray(rng.integers(0, 256, (900, 1300, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=90)
+    for size, scaled in ((100, (163, 113)), (200, (325, 225)), (400, (650, 450)), (460, (1300, 900))):
+        opened = Image.open(io.BytesIO(buf.getvalue()))
+        opened.draft("RGB", (-(-1300 * size // 900), size))  # libjpeg's 1/8, 1/4, 1/2 or full scale
+        assert opened.size == scaled and min(opened.size) >= size
+        opened.load()
+        expected = np.asarray(resize_center_crop(opened, size))
+        assert np.array_equal(np.asarray(prepare_image(buf.getvalue(), size)), expected), size
+
+
+def _cifar10_archive(folder: Path, per_batch: int) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A small cifar-10-python.tar.gz in CIFAR-10's own python format: five training batches and a
+    test batch, each a pickled dict (protocol 2) of uint8 rows of 3,072 bytes (R, G, B planes) and labels."""
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(6)
+    inner = folder / "cifar-10-batches-py"
+    inner.mkdir(parents=True)
+    rows, labels = [], []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        y = [int(v) for v in rng.permutation(np.arange(per_batch) % 10)]
+        with (inner / name).open("wb") as fh:
+            pickle.dump({"batch_label": f"{name} of 6", "labels": y, "data": data,
+                         "filenames": [f"img_{i}.png" for i in range(per_batch)]}, fh, protocol=2)
+        rows.append(data)
+        labels.append(y)
+    with (inner / "batches.meta").open("wb") as fh:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                     "truck"], "num_cases_per_batch": per_batch, "num_vis": 3072}, fh, protocol=2)
+    archive = folder / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(inner, arcname="cifar-10-batches-py")
+    import shutil
+
+    shutil.rmtree(inner)
+    images = np.concatenate(rows).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return archive, images, np.concatenate(labels)
+
+
+def test_init_cifar10_hidden_test_from_a_local_archive_in_the_python_format(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    _, images, labels = _cifar10_archive(data, per_batch=20)
+    env = {**__import__("os").environ, "PODIUM_DATA": str(data)}  # the documented place for the archive
+    done = subprocess.run([*PODIUM, "init", "cifar10", "--root", str(tmp_path / "comps"), "--hidden-test", "--seed", "2"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (data / "cifar-10-batches-py" / "test_batch").is_file()  # extracted once, beside the archive
+    comp = load_competition(tmp_path / "comps" / "cifar10")
+    assert comp.hidden_test and comp.classes[0] == "airplane"
+    assert not (comp.root / "public" / "test.npz").exists() and not (comp.root / "public" / "sample_submission.csv").exists()
+    assert (comp.root / "private" / "test.npz").is_file()
+    train_images, train_labels = load_train(comp)
+    assert np.array_equal(train_images, images[:100]) and np.array_equal(train_labels, labels[:100])
+    test_images, ids = load_test(comp)
+    solution = load_solution(comp)
+    assert solution.hidden_test and len(ids) == 20 and tuple(ids) == solution.ids
+    # The shuffled, renamed test set is the archive's test batch, each image with its own label.
+    originals = {images[100 + i].tobytes(): labels[100 + i] for i in range(20)}
+    assert sorted(originals) == sorted(img.tobytes() for img in test_images)
+    assert [originals[img.tobytes()] for img in test_images] == list(solution.labels)
+    # A prediction CSV is refused on it; the files say why.
+    csv_path = tmp_path / "guess.csv"
+    csv_path.write_text("id,label\n" + "".join(f"{i},cat\n" for i in ids))
+    scored = subprocess.run([*PODIUM, "score", str(csv_path), "--competition", str(comp.root)],
+                            capture_output=True, text=True, timeout=120)
+    assert scored.returncode == 2 and "hidden" in scored.stderr
+    # A damaged batch is named, not a traceback.
+    (data / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x02}q\x00")
+    again = subprocess.run([*PODIUM, "init", "cifar10", "--root", str(tmp_path / "c2")], capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert again.returncode == 2 and "data_batch_3" in again.stderr and "Traceback" not in again.stderr

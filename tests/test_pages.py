@@ -82,3 +82,46 @@ def test_init_writes_a_real_description_and_keeps_the_organizers(tmp_path):
     comp.description_path.write_text("# Ours\n", encoding="utf-8")
     build_competition("digits", tmp_path, name="d", seed=3)  # a rebuild keeps the organizer's page
     assert comp.description_path.read_text() == "# Ours\n"
+
+
+def test_the_images_skeleton_renders_cleanly_and_says_what_the_board_does(tmp_path):
+    from harness.description import description_markdown
+    from leaderboard.rendering import render_markdown
+
+    text = description_markdown("images", "Garden birds", ("robin", "wren"),
+                                {"train_images": 50, "test_images": 20, "image_size": 64, "hidden_test": False})
+    assert "<!--" not in text and "removed" not in text  # no HTML comment: it would show as text
+    html = render_markdown(text)
+    assert "&lt;!--" not in html and "<!--" not in html
+    note = html[html.index("<blockquote>"):html.index("</blockquote>")]
+    assert "replace each part in angle brackets" in note and "shown as text, never run" in note
+    assert "<li><code>robin</code>: &lt;what this class is&gt;</li>" in html  # placeholders read as placeholders
+    assert "50 training images and 20 test images, 64 x 64 pixels" in html
+
+
+def test_the_listing_written_at_init_is_trusted_only_for_unchanged_files(tmp_path, monkeypatch):
+    from harness import pages
+    from harness.pages import LISTING_FILE, public_listing, read_listing, write_listing
+
+    comp = build_competition("digits", tmp_path, name="d")
+    truth = public_files(comp)
+    write_listing(comp.root)  # no `known`: every public file hashed here
+    written, seeded = read_listing(comp.root)
+    assert seeded == {f.path: (f.size, f.sha256) for f in truth} and written > 0
+    hashed = []
+    real = pages.sha256_file
+    monkeypatch.setattr(pages, "sha256_file", lambda path: hashed.append(path.name) or real(path))
+    assert list(public_listing(comp, {}).files) == truth and hashed == []  # all from the listing
+
+    # A listing that lies (a wrong digest) is believed only for a file no newer than itself ...
+    listing = comp.root / LISTING_FILE
+    lie = listing.read_text().replace(seeded["train.npz"][1], "0" * 64)
+    listing.write_text(lie)
+    train = comp.root / "public" / "train.npz"
+    stat = train.stat()
+    os.utime(listing, ns=(stat.st_atime_ns, stat.st_mtime_ns - 10**9))  # ... and this one is older than train.npz
+    found = {f.path: f for f in public_listing(comp, {}).files}
+    assert found["train.npz"].sha256 == seeded["train.npz"][1] and "train.npz" in hashed
+    listing.write_bytes(b"\xff\xfe not a listing")  # damaged: everything hashed, nothing wrong
+    hashed.clear()
+    assert list(public_listing(comp, {}).files) == truth and sorted(hashed) == sorted(f.path for f in truth)

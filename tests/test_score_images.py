@@ -186,3 +186,86 @@ def test_evaluate_ranks_a_folder_on_an_images_competition(images_comp, tmp_path)
     write_submission(tmp_path / "subs" / "bad" / "a.csv", solution.ids, names[(solution.labels + 1) % 3])
     result = evaluate_folder(tmp_path / "subs", comp)
     assert [s.team for s in result.standings] == ["good", "bad"] and not result.refused
+
+
+# ------------------------------------------------------------------ the baseline's other commands on image folders
+
+
+TUNE_SPACE = """\
+[lr]
+low = 0.005
+high = 0.05
+log = true
+"""
+
+
+@pytest.fixture(scope="module")
+def images_run(images_comp, tmp_path_factory):
+    """`podium baseline` (1 epoch, demo preset) on the open images competition: a checkpoint and its report.json."""
+    comp, _ = images_comp
+    out = tmp_path_factory.mktemp("images-run") / "run"
+    done = subprocess.run(
+        [*PODIUM, "baseline", "--competition", str(comp.root), "--preset", "demo", "--epochs", "1", "--batch-size", "8",
+         "--threads", "1", "--quiet", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_lr_find_runs_on_an_images_competition(images_comp, tmp_path):
+    import json
+
+    comp, _ = images_comp
+    out = tmp_path / "lr"
+    done = subprocess.run([*PODIUM, "lr-find", "--competition", str(comp.root), "--preset", "demo", "--threads", "1",
+                           "--steps", "10", "--quiet", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "lr_find.json").read_text())
+    assert report["competition"] == "open" and 0 < report["steps_run"] <= report["steps"] == 10
+    assert len(report["lrs"]) == len(report["losses"]) == report["steps_run"] and np.isfinite(report["losses"][0])
+    assert report["lrs"][0] == pytest.approx(1e-7) and report["lrs"] == sorted(report["lrs"])
+    assert 0 < report["train_images"] < 18  # the image folders' 18 training images, less the validation rows
+    assert (out / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in out.iterdir()) == ["lr_find.json", "lr_find.png"]
+
+
+def test_tune_runs_two_trials_on_an_images_competition(images_comp, tmp_path):
+    import json
+
+    comp, hidden = images_comp
+    space = tmp_path / "space.toml"
+    space.write_text(TUNE_SPACE)
+    for competition in (comp, hidden):  # a hidden test set changes nothing: the search reads train/ only
+        out = tmp_path / f"study-{competition.name}"
+        done = subprocess.run(
+            [*PODIUM, "tune", "--competition", str(competition.root), "--preset", "demo", "--image-size", "16",
+             "--crop-padding", "2", "--threads", "1", "--quiet", "--epochs", "1", "--batch-size", "8", "--trials", "2",
+             "--sampler", "random", "--sampler-seed", "3", "--space", str(space), "--out", str(out)],
+            capture_output=True, text=True, timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["trials"]["complete"] == 2 and summary["trials"]["fail"] == 0
+        assert 0.005 <= summary["best"]["params"]["lr"] <= 0.05 and np.isfinite(summary["best"]["val_loss"])
+        assert "lr = " in (out / "best.toml").read_text()
+        rows = (out / "trials.csv").read_text().strip().splitlines()
+        assert len(rows) == 3 and all(",COMPLETE," in r for r in rows[1:])
+
+
+def test_explain_runs_on_an_images_competition(images_comp, images_run, tmp_path):
+    import json
+
+    comp, _ = images_comp
+    out = tmp_path / "explain"
+    done = subprocess.run([*PODIUM, "explain", str(images_run / "model.safetensors"), "--competition", str(comp.root),
+                           "--out", str(out), "--images", "4", "--threads", "1"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Grad-CAM on layer" in done.stdout
+    summary = json.loads((out / "explain.json").read_text())
+    assert summary["val_images"] >= 1 and "from report.json beside the checkpoint" in summary["validation split"]
+    _, labels = load_train(comp)  # each item is a training image of the validation split, with its true class
+    for item in summary["items"]:
+        assert item["wrong"] and CLASSES[labels[item["train_index"]]] == item["true"] != item["predicted"]
+        assert (out / item["overlay"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "gradcam_grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "layer" in (out / "index.html").read_text()
