@@ -26,7 +26,8 @@ from baseline.config import DATA_PATHS, LR_SCHEDULES, PRESETS
               help="constant (the course notes'), cosine (set per epoch) or plateau (lowered when the validation loss stalls).")
 @click.option("--plateau-factor", type=float, default=None, help="plateau: multiply the rate by this (default 0.1).")
 @click.option("--plateau-patience", type=int, default=None,
-              help="plateau: epochs without a lower validation loss before the rate drops (default 2).")
+              help="plateau: the rate drops at the end of the (PATIENCE+1)-th epoch in a row without a lower "
+                   "validation loss (default 2; 0: at every such epoch).")
 @click.option("--early-stopping", type=int, default=None, metavar="PATIENCE",
               help="Stop after PATIENCE epochs without a lower validation loss (default 0: off).")
 @click.option("--restore-best/--no-restore-best", default=None,

@@ -1,4 +1,4 @@
-"""``podium explain``: Grad-CAM heat maps of a checkpoint's most confident mistakes (seed 001 §4).
+"""``podium explain``: Grad-CAM heat maps of a checkpoint's most confident mistakes (course notes 001 §4).
 
 ``explain_checkpoint(checkpoint, competition, out_dir)`` is the library entry point (the leaderboard
 can call it for a team's own checkpoint submission). It

@@ -1,4 +1,4 @@
-"""``podium tune``: hyperparameter search for the baseline with Optuna (seed 001 §2, seed 002 §4.5).
+"""``podium tune``: hyperparameter search for the baseline with Optuna (course notes 001 §2 and 002 §4.5).
 
 Each trial is one baseline run (``run_baseline``) on the training split, scored on the validation
 split; the test set and the private folder are never read (``predict_test=False``). The value
