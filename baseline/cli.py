@@ -179,7 +179,7 @@ def lr_find_command(competition_dir: Path, preset, config_file, out: Path, min_l
 @click.option("--jobs", type=int, default=1, show_default=True, help="Trials run at once, each in its own process.")
 @click.option("--prune/--no-prune", default=True, show_default=True,
               help="MedianPruner on the per-epoch validation loss.")
-@click.option("--prune-startup", type=int, default=2, show_default=True, help="Trials finished before pruning starts.")
+@click.option("--prune-startup", type=int, default=2, show_default=True, help="Complete trials before pruning starts.")
 @click.option("--prune-warmup", type=int, default=1, show_default=True, help="Epochs of a trial before it can be pruned.")
 @click.option("--heartbeat", type=int, default=10, show_default=True,
               help="Seconds between a trial's heartbeats; a trial silent for twice this is failed and retried.")
