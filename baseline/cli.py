@@ -26,7 +26,8 @@ from baseline.config import DATA_PATHS, LR_SCHEDULES, PRESETS
               help="constant (the course notes'), cosine (set per epoch) or plateau (lowered when the validation loss stalls).")
 @click.option("--plateau-factor", type=float, default=None, help="plateau: multiply the rate by this (default 0.1).")
 @click.option("--plateau-patience", type=int, default=None,
-              help="plateau: epochs without a lower validation loss before the rate drops (default 2).")
+              help="plateau: the rate drops at the end of the (PATIENCE+1)-th epoch in a row without a lower "
+                   "validation loss (default 2; 0: at every such epoch).")
 @click.option("--early-stopping", type=int, default=None, metavar="PATIENCE",
               help="Stop after PATIENCE epochs without a lower validation loss (default 0: off).")
 @click.option("--restore-best/--no-restore-best", default=None,
@@ -178,7 +179,7 @@ def lr_find_command(competition_dir: Path, preset, config_file, out: Path, min_l
 @click.option("--jobs", type=int, default=1, show_default=True, help="Trials run at once, each in its own process.")
 @click.option("--prune/--no-prune", default=True, show_default=True,
               help="MedianPruner on the per-epoch validation loss.")
-@click.option("--prune-startup", type=int, default=2, show_default=True, help="Trials finished before pruning starts.")
+@click.option("--prune-startup", type=int, default=2, show_default=True, help="Complete trials before pruning starts.")
 @click.option("--prune-warmup", type=int, default=1, show_default=True, help="Epochs of a trial before it can be pruned.")
 @click.option("--heartbeat", type=int, default=10, show_default=True,
               help="Seconds between a trial's heartbeats; a trial silent for twice this is failed and retried.")

@@ -6,7 +6,7 @@ flips (``EpochPlan``), so switching ``--data-path`` changes the speed, not the e
 - ``FastData``: the whole uint8 dataset is one NCHW tensor on the device; each batch is sliced
   from it and transformed there in one go (``fast_train_batch``), as in airbench.
 - ``ReferenceData``: a ``Dataset`` that transforms one image at a time with torchvision v2,
-  batched by a ``DataLoader`` (with workers), as the seed writes it.
+  batched by a ``DataLoader`` (with workers), as the course notes write it.
 """
 from __future__ import annotations
 

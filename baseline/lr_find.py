@@ -1,8 +1,8 @@
-"""The learning-rate range test (seed 000 §1.1, seed 002 §4.6.2): ``podium lr-find``.
+"""The learning-rate range test (course notes 000 §1.1 and 002 §4.6.2): ``podium lr-find``.
 
 One short training run whose learning rate grows exponentially, one mini-batch at a time, from
 ``min_lr`` to ``max_lr``; the training loss of each batch is recorded and smoothed, and the sweep
-stops early once the smoothed loss has diverged. The seed's own version trains a fresh model for a
+stops early once the smoothed loss has diverged. The course notes' own version trains a fresh model for a
 few epochs per rate; the sweep over mini-batches (Smith 2017, "Cyclical learning rates", as in
 fastai and pytorch-lightning) gives the same curve for the cost of one or two epochs.
 
@@ -11,7 +11,7 @@ fastai and pytorch-lightning) gives the same curve for the cost of one or two ep
   ``avg = beta * avg + (1 - beta) * loss``; ``smoothed_i = avg / (1 - beta ** (i + 1))``.
 - Divergence: the sweep stops when the loss is not finite or the smoothed loss exceeds
   ``diverge`` times the lowest smoothed loss so far.
-- Suggestion: ``SUGGESTION_RULE`` below (the seed: "choose the rate where the loss falls fastest").
+- Suggestion: ``SUGGESTION_RULE`` below (the course notes: "choose the rate where the loss falls fastest").
 
 ``range_test`` restores the model (parameters, buffers such as BatchNorm's running statistics,
 gradients, train/eval mode), the optimizer (state and learning rates) and torch's random number
@@ -186,38 +186,49 @@ def range_test(
     return result
 
 
-def plot_range_test(result: RangeTest, path: Path, title: str = "") -> Path:
-    """The raw and smoothed loss against the rate (log x), the suggestion marked; PNG (Agg backend)."""
-    import matplotlib
+def range_test_figure(result: RangeTest, title: str = ""):
+    """The matplotlib figure of ``plot_range_test`` (a ``Figure``, not attached to pyplot's state):
+    the raw and smoothed loss against the rate on a log x axis, the suggestion marked."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    raw = [v if math.isfinite(v) else np.nan for v in result.losses]
+    smooth = [v if math.isfinite(v) else np.nan for v in result.smoothed]
+    ax.plot(result.lrs, raw, color="tab:blue", alpha=0.3, label="loss per batch")
+    ax.plot(result.lrs, smooth, color="tab:blue", label=f"smoothed (beta {result.beta:g})")
+    ax.set_xscale("log")
+    if result.suggestion is not None:
+        ax.axvline(result.suggestion, color="tab:red", linestyle="--",
+                   label=f"suggestion {result.suggestion:.3g} (steepest descent)")
+        ax.plot([result.suggestion], [result.smoothed[result.suggestion_step]], "o", color="tab:red")
+    finite = [v for v in smooth if not np.isnan(v)]
+    if finite:  # the diverged tail would squash the interesting part
+        low, high = min(finite), min(max(finite), result.diverge * min(finite))
+        ax.set_ylim(low - 0.05 * (high - low + 1e-12), high + 0.05 * (high - low + 1e-12))
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.set_title(title or "learning-rate range test")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    try:
-        raw = [v if math.isfinite(v) else np.nan for v in result.losses]
-        smooth = [v if math.isfinite(v) else np.nan for v in result.smoothed]
-        ax.plot(result.lrs, raw, color="tab:blue", alpha=0.3, label="loss per batch")
-        ax.plot(result.lrs, smooth, color="tab:blue", label=f"smoothed (beta {result.beta:g})")
-        ax.set_xscale("log")
-        if result.suggestion is not None:
-            ax.axvline(result.suggestion, color="tab:red", linestyle="--",
-                       label=f"suggestion {result.suggestion:.3g} (steepest descent)")
-            ax.plot([result.suggestion], [result.smoothed[result.suggestion_step]], "o", color="tab:red")
-        finite = [v for v in smooth if not np.isnan(v)]
-        if finite:  # the diverged tail would squash the interesting part
-            low, high = min(finite), min(max(finite), result.diverge * min(finite))
-            ax.set_ylim(low - 0.05 * (high - low + 1e-12), high + 0.05 * (high - low + 1e-12))
-        ax.set_xlabel("learning rate (log scale)")
-        ax.set_ylabel("training loss")
-        ax.set_title(title or "learning-rate range test")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
-    return path
+
+def axes_summary(fig) -> dict:
+    """What the saved plot's axes are, read back from the figure: lr_find.json keeps it as ``plot``."""
+    (ax,) = fig.axes
+    return {"x_scale": ax.get_xscale(), "y_scale": ax.get_yscale(), "x_label": ax.get_xlabel(),
+            "y_label": ax.get_ylabel(), "x_limits": [float(v) for v in ax.get_xlim()],
+            "lines": [line.get_label() for line in ax.get_lines()]}
+
+
+def plot_range_test(result: RangeTest, path: Path, title: str = "") -> dict:
+    """``range_test_figure`` saved as a PNG (matplotlib's Agg canvas; no pyplot, no display needed);
+    returns the ``axes_summary`` of the figure it saved."""
+    fig = range_test_figure(result, title)
+    fig.savefig(path, dpi=100)
+    return axes_summary(fig)
 
 
 def _cycle_batches(data, config, first_epoch: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -266,9 +277,10 @@ def run_lr_find(config, competition_dir: str | Path, out_dir: str | Path, *, min
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plot_range_test(result, out / "lr_find.png", f"{config.arch} on {competition.name}: learning-rate range test")
+    axes = plot_range_test(result, out / "lr_find.png", f"{config.arch} on {competition.name}: learning-rate range test")
     report = {
         **result.to_dict(),
+        "plot": {"file": "lr_find.png", **axes},
         "competition": competition.name,
         "train_images": int(len(train_idx)),
         "optimizer": f"SGD(momentum={config.momentum}, weight_decay={config.weight_decay})",

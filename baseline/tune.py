@@ -1,4 +1,4 @@
-"""``podium tune``: hyperparameter search for the baseline with Optuna (seed 001 §2, seed 002 §4.5).
+"""``podium tune``: hyperparameter search for the baseline with Optuna (course notes 001 §2 and 002 §4.5).
 
 Each trial is one baseline run (``run_baseline``) on the training split, scored on the validation
 split; the test set and the private folder are never read (``predict_test=False``). The value
@@ -343,17 +343,28 @@ def objective_for(job: TuneJob, params: list[Param]):
     return objective
 
 
+def grid_size(params: list[Param]) -> int:
+    return math.prod(len(p.grid) for p in params)
+
+
+def target_trials(job: TuneJob, params: list[Param]) -> int:
+    """The finished trials the study should end with: ``--trials``, or fewer with ``--sampler grid``
+    when the grid has fewer points (each point is tried once; a resumed full grid adds nothing)."""
+    return min(job.trials, grid_size(params)) if job.sampler == "grid" else job.trials
+
+
 def run_worker(job: TuneJob, progress: bool = False) -> int:
-    """One process's share of the search: trials until the study holds ``job.trials`` finished ones."""
+    """One process's share of the search: trials until the study holds ``target_trials`` finished ones."""
     import optuna
 
     params = parse_space(job.space_text)
     study = open_study(job, params)
-    remaining = job.trials - finished_trials(study)
+    target = target_trials(job, params)
+    remaining = target - finished_trials(study)
     if remaining <= 0:
         return 0
     stop = optuna.study.MaxTrialsCallback(
-        job.trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        target, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     )
     with quiet_experimental():
         study.optimize(objective_for(job, params), n_trials=remaining, timeout=job.timeout, callbacks=[stop],
@@ -387,13 +398,16 @@ def tune(job: TuneJob, out_dir: Path, jobs: int = 1, progress: bool = False) -> 
         for w in workers:
             w.join()
     failed = [w.exitcode for w in workers if w.exitcode != 0]
-    summary = write_summary(study, job, out_dir)
+    notes = []
+    if target_trials(job, params) < job.trials:
+        notes.append(f"--sampler grid: the grid has {grid_size(params)} points, each tried once, "
+                     f"so the study ends there rather than at --trials {job.trials}.")
     if failed:
-        summary["notes"].append(f"{len(failed)} worker process(es) ended with an error (exit codes {failed}).")
-    return summary
+        notes.append(f"{len(failed)} worker process(es) ended with an error (exit codes {failed}).")
+    return write_summary(study, job, out_dir, notes)
 
 
-def write_summary(study, job: TuneJob, out_dir: Path) -> dict:
+def write_summary(study, job: TuneJob, out_dir: Path, notes: list[str] | None = None) -> dict:
     """best.toml (a preset file for `podium baseline --config`), trials.csv, summary.json and the plots."""
     import optuna
 
@@ -402,7 +416,8 @@ def write_summary(study, job: TuneJob, out_dir: Path) -> dict:
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
-    summary: dict = {"study": job.study_name, "storage": _redact(job.storage_url), "trials": counts, "notes": []}
+    summary: dict = {"study": job.study_name, "storage": _redact(job.storage_url), "trials": counts,
+                     "notes": list(notes or [])}
     with open(out_dir / "trials.csv", "w", newline="", encoding="utf-8") as fh:
         names = sorted({name for t in trials for name in t.params})
         out = csv.writer(fh, lineterminator="\n")

@@ -22,18 +22,24 @@ def run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
     return proc
 
 
-def tiny_model_and_batches(seed: int = 0):
-    """A resnet18 at 16 px (BatchNorm buffers, momentum state) and an endless stream of digits batches."""
+def digits_model_and_batches(competition, seed: int = 0):
+    """The demo's resnet18 (BatchNorm buffers, momentum state) and an endless stream of real digits
+    training batches of 8 at 16 px, cut and augmented as `podium lr-find` cuts them."""
+    from baseline.config import resolve_config
+    from baseline.data import make_data, stratified_split
+    from baseline.lr_find import _cycle_batches
     from baseline.model import build_baseline_model
+    from baseline.transforms import TransformSpec
+    from harness.competition import load_train
 
+    config = resolve_config("demo", image_size=16, crop_padding=2, batch_size=8, seed=seed)
+    images, labels = load_train(competition)
+    train_idx, _ = stratified_split(labels, config.val_fraction, config.seed)
+    data = make_data("fast", images[train_idx], labels[train_idx], TransformSpec.from_config(config),
+                     torch.device("cpu"), channels_last=False)
     torch.manual_seed(seed)
     model = build_baseline_model("resnet18", "none", 10)
-    rng = np.random.default_rng(seed)
-
-    def batches():
-        while True:
-            yield torch.from_numpy(rng.standard_normal((8, 3, 16, 16)).astype(np.float32)), torch.from_numpy(rng.integers(0, 10, 8))
-    return model, batches()
+    return model, _cycle_batches(data, config)
 
 
 def snapshot(model, optimizer) -> tuple[dict, dict, list, torch.Tensor]:
@@ -44,8 +50,8 @@ def snapshot(model, optimizer) -> tuple[dict, dict, list, torch.Tensor]:
     return state, {"state": opt_state, "param_groups": [dict(g) for g in opt["param_groups"]]}, grads, torch.get_rng_state()
 
 
-def test_range_test_restores_model_optimizer_and_rng_bit_for_bit():
-    model, batches = tiny_model_and_batches()
+def test_range_test_restores_model_optimizer_and_rng_bit_for_bit(digits_competition):
+    model, batches = digits_model_and_batches(digits_competition)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x, y = next(batches)  # one real step first: momentum buffers, gradients and BN statistics exist
     torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -53,6 +59,8 @@ def test_range_test_restores_model_optimizer_and_rng_bit_for_bit():
     model.eval()
     before = snapshot(model, optimizer)
 
+    x, _ = next(batches)
+    assert x.shape == (8, 3, 16, 16) and x.dtype == torch.float32  # real digits, normalized
     result = range_test(model, optimizer, batches, min_lr=1e-4, max_lr=1.0, steps=6, beta=0.5)
     assert len(result.lrs) >= 2  # it really trained (and changed the weights while it ran)
 
@@ -68,6 +76,18 @@ def test_range_test_restores_model_optimizer_and_rng_bit_for_bit():
         assert (g0 is None and g1 is None) or torch.equal(g0, g1)
     assert torch.equal(before[3], after[3])
     assert not model.training  # the mode it was in
+
+    # The plot of this sweep: the rate on a log x axis, both curves drawn at the swept rates.
+    from baseline.lr_find import axes_summary, range_test_figure
+
+    fig = range_test_figure(result)
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "linear"
+    raw, smooth = ax.get_lines()[:2]
+    assert list(raw.get_xdata()) == result.lrs == list(smooth.get_xdata())
+    assert list(raw.get_ydata()) == result.losses
+    summary = axes_summary(fig)
+    assert summary["x_scale"] == "log" and summary["x_limits"][0] <= result.lrs[0] < result.lrs[-1] <= summary["x_limits"][1]
 
 
 def test_sweep_is_exponential_and_the_suggestion_is_the_steepest_descent():
@@ -96,16 +116,17 @@ def test_bad_range_is_a_user_error(digits_competition, tmp_path):
 @pytest.mark.slow
 def test_lr_find_on_the_demo_network(digits_competition, tmp_path):
     out = tmp_path / "lr"
+    # The README's student's loop: 30 steps from 1e-4 (nothing happens below it for this network).
     proc = run([*PODIUM, "lr-find", "--competition", str(digits_competition.root), "--preset", "demo",
-                "--threads", "1", "--steps", "30", "--quiet", "--out", str(out)])
+                "--threads", "1", "--min-lr", "1e-4", "--steps", "30", "--quiet", "--out", str(out)])
     assert "suggested learning rate" in proc.stdout and "rule: the rate at which" in proc.stdout
     assert (out / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((out / "lr_find.json").read_text())
     lrs, smoothed, losses = report["lrs"], report["smoothed"], report["losses"]
     assert len(lrs) == len(smoothed) == len(losses) == report["steps_run"] <= 30
-    assert lrs[0] == pytest.approx(1e-7)
-    # Exponential: a constant ratio between steps, 30 steps from 1e-7 to 10.
-    assert np.allclose(np.diff(np.log10(lrs)), 8 / 29)
+    assert lrs[0] == pytest.approx(1e-4)
+    # Exponential: a constant ratio between steps, 30 steps from 1e-4 to 10.
+    assert np.allclose(np.diff(np.log10(lrs)), 5 / 29)
     # The demo network (SGD momentum 0.9) trains well at 0.02: a sane suggestion is within a decade or so.
     suggestion = report["suggestion"]
     assert 1e-3 <= suggestion <= 0.3, suggestion
@@ -130,3 +151,10 @@ def test_lr_find_on_the_demo_network(digits_competition, tmp_path):
     # Only the training split was used; no run directory (no model) is written.
     assert report["train_images"] < len(np.load(digits_competition.train_path)["labels"])
     assert sorted(p.name for p in out.iterdir()) == ["lr_find.json", "lr_find.png"]
+    # The saved plot's axes, as read back from the figure that was saved: log-x over the swept rates.
+    plot = report["plot"]
+    assert plot["file"] == "lr_find.png" and plot["x_scale"] == "log" and plot["y_scale"] == "linear"
+    assert plot["x_limits"][0] <= lrs[0] < lrs[-1] <= plot["x_limits"][1]
+    assert plot["x_label"].startswith("learning rate")
+    assert plot["lines"][:2] == ["loss per batch", "smoothed (beta 0.9)"]
+    assert plot["lines"][2] == f"suggestion {suggestion:.3g} (steepest descent)"
