@@ -288,13 +288,16 @@ def compute_honest(board: Board) -> HonestBoard:
                 value = protection.show(row.score)
             new_rows.append(replace(row, score=value, ci_low=None, ci_high=None))
         rows = new_rows
-        # Ranked as shown: equal shown scores go to the earlier submission, never by the exact score.
+        # The row is the setter's: its id and time (the best exact submission's time would tell a
+        # team that a probe raised its exact score). Ranked as shown: equal shown scores go to the
+        # earlier setter, never by the exact score.
         created = dict(db.session.execute(
             sa.select(Submission.id, Submission.created_at).where(Submission.id.in_(list(setters.values())))
         ).all()) if setters else {}
+        rows = [replace(r, submission_id=setters[r.team_id], submitted_at=created[setters[r.team_id]])
+                if r.team_id in setters else r for r in rows]
         sign = orientation(competition.primary_metric)
-        rows.sort(key=lambda r: (-(sign * r.score if r.score is not None else -math.inf),
-                                 created.get(setters.get(r.team_id), r.submitted_at), r.team_id))
+        rows.sort(key=lambda r: (-(sign * r.score if r.score is not None else -math.inf), r.submitted_at, r.team_id))
         rows = [replace(r, rank=i + 1) for i, r in enumerate(rows)]
     public_order = [(r.team_id, setters.get(r.team_id, r.submission_id)) for r in sorted(rows, key=lambda r: r.rank)]
     wanted = [sub for _, sub in public_order]

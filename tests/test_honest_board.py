@@ -2,6 +2,7 @@
 protection (rounded / ladder), medals after the reveal; numbers computed once per board version."""
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -251,13 +252,21 @@ def test_a_rounded_board_leaks_nothing_through_its_honest_numbers(tmp_path, digi
     wrong = [r for r in public if base[r] != truth[r]]
     assert round(exact + 1 / len(public), 1) == round(exact, 1), "the probe must stay inside the rounding"
     assert api_submit(client, token, csv_bytes(digits_solution, base)).status_code == 201
-    before = client.get("/api/leaderboard").get_json()["rows"]
+
+    def kaggle_board():  # the official client's GetLeaderboard: scores, order and each entry's date
+        auth = base64.b64encode(f"{slug}:{token}".encode()).decode()
+        body = client.post("/api/v1/competitions.CompetitionApiService/GetLeaderboard",
+                           json={"competitionName": comp.name}, headers={"Authorization": f"Basic {auth}"})
+        return [(r["teamName"], r["score"], r["submissionDate"]) for r in body.get_json()["submissions"]]
+
+    before, kaggle_before = client.get("/api/leaderboard").get_json()["rows"], kaggle_board()
     probe = base.copy()
     probe[wrong[0]] = truth[wrong[0]]  # one wrong public row made right: the exact score rises by one row
     assert api_submit(client, token, csv_bytes(digits_solution, probe)).status_code == 201
     after = client.get("/api/leaderboard").get_json()["rows"]
     keys = ("team", "rank", "score", "tier", "rank_range", "p_rank_change")
     assert [{k: r[k] for k in keys} for r in after] == [{k: r[k] for k in keys} for r in before]
+    assert kaggle_board() == kaggle_before  # not even the date of the team's entry moved
 
 
 def test_a_checkpoints_predictions_are_kept_for_the_honest_board(tmp_path, exact_comp, digits_solution):
