@@ -84,7 +84,7 @@ class BodyGate:
         """The most body bytes this request may send: cheap (no database, no hash), for the I/O thread."""
         config = self.app.config
         path = environ.get("PATH_INFO", "")
-        if self.is_upload(path):
+        if self.is_upload(path) and environ.get("REQUEST_METHOD") in ("POST", "PUT"):  # only these upload
             return int(config["MAX_CONTENT_LENGTH"])
         if path.startswith(JOBS_PREFIX + "/") and _same(_bearer(environ), config.get("WORKER_TOKEN")):
             return int(config["BODY_LIMIT_SERVICE"])

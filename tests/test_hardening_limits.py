@@ -72,7 +72,8 @@ MULTIPART_START = (b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; fil
 
 
 def stream_post(url: str, path: str, headers: dict, declared: int | None, send_bytes: int, chunked: bool = False,
-                wait_s: float = 3.0, held_now: Callable[[], int] = temp_bytes_held, multipart: bool = False):
+                wait_s: float = 3.0, held_now: Callable[[], int] = temp_bytes_held, multipart: bool = False,
+                method: str = "POST"):
     """POST with a body of ``send_bytes`` (declared as ``declared`` or chunked), streamed from another
     thread while this one waits for the answer. Returns (status, seconds to the answer, the most temp
     bytes held by the server while the body streamed, the raw answer). ``multipart``: the body is one
@@ -80,7 +81,7 @@ def stream_post(url: str, path: str, headers: dict, declared: int | None, send_b
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=wait_s)
     kind = "multipart/form-data; boundary=xyz" if multipart else "application/octet-stream"
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Type: {kind}"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Type: {kind}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     lines.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {declared}")
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -237,6 +238,17 @@ def test_a_1_gb_post_to_a_form_path_is_answered_at_once_and_nothing_is_spooled(s
         assert elapsed < 1.0 and held < MB, (path, elapsed, held)
         assert status == 413, (path, answer[:300])
         assert b"larger than this address accepts (256 KiB)" in answer, answer[:600]
+    assert folder_bytes(tmp_path) - before < MB
+
+
+@pytest.mark.parametrize("method,path", [("GET", "/upload"), ("PATCH", "/api/submissions"), ("DELETE", "/upload"),
+                                         ("GET", "/api/submissions")])
+def test_only_a_post_or_put_to_an_upload_path_may_send_an_upload(served, tmp_path, method, path):
+    """Another method on an upload path takes no upload: it gets the small limit, answered at once."""
+    app, server = served()
+    before = folder_bytes(tmp_path)
+    status, elapsed, held, answer = stream_post(server.url, path, {}, 200 * MB, 64 * MB, method=method)  # < the upload limit
+    assert status == 413 and elapsed < 1.0 and held < MB, (status, elapsed, held, answer[:300])
     assert folder_bytes(tmp_path) - before < MB
 
 
