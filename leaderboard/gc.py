@@ -139,9 +139,17 @@ class Sweep:
         return sum(size for _, size in self.removed)
 
 
+# Folders of the storage root that belong to the server, not to a submission (explanations.FOLDER,
+# kaggle_service's uploads and data zip; tests/test_hardening_storage.py checks the names).
+SERVER_FOLDERS = frozenset({".explanations", ".kaggle-uploads", ".kaggle-data"})
+
+
 def sweep_orphans(min_age_s: float | None = None, dry_run: bool = False) -> Sweep:
-    """Remove files under the storage root that no kept submission refers to (refused ones included),
-    older than ``min_age_s`` (default ``ORPHAN_GRACE_SECONDS``)."""
+    """Remove files in the teams' folders of the storage root that no kept submission refers to
+    (refused ones included), older than ``min_age_s`` (default ``ORPHAN_GRACE_SECONDS``), and what a
+    request that died left in ``.incoming``. The server's own folders (``SERVER_FOLDERS``: Grad-CAM
+    results, open Kaggle uploads, the Kaggle data zip) are caches and uploads in flight, never orphans;
+    their owners clean them up."""
     if min_age_s is None:
         min_age_s = float(current_app.config["ORPHAN_GRACE_SECONDS"])
     root = _root()
@@ -150,7 +158,9 @@ def sweep_orphans(min_age_s: float | None = None, dry_run: bool = False) -> Swee
         return result
     keep = set(db.session.scalars(sa.select(Submission.stored_path).where(Submission.status != REFUSED)))
     cutoff = time.time() - min_age_s
-    for folder, _dirs, files in os.walk(root):
+    for folder, dirs, files in os.walk(root):
+        if Path(folder) == root:
+            dirs[:] = [d for d in dirs if d not in SERVER_FOLDERS]
         for name in files:
             path = Path(folder) / name
             relative = path.relative_to(root).as_posix()

@@ -134,6 +134,10 @@ def test_podium_gc_removes_orphans_and_refused_files_and_reports_them(tmp_path, 
         (root / relative).write_bytes(b"x" * size)
         os.utime(root / relative, (old, old))
     (root / "alpha" / "young.csv").write_bytes(b"y" * 10)  # an upload in flight: spared
+    for relative in (".explanations/1-abc/explain.json", ".kaggle-data/digits-1.zip", ".kaggle-uploads/f.json"):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)  # the server's caches and open uploads
+        (root / relative).write_bytes(b"c" * 10)
+        os.utime(root / relative, (old, old))
     with app.app_context():
         db.engine.dispose()
     done = subprocess.run([*PODIUM, "gc", "--competition", str(competition), "--instance", str(instance)],
@@ -142,7 +146,20 @@ def test_podium_gc_removes_orphans_and_refused_files_and_reports_them(tmp_path, 
     assert "removed 4 file(s)" in done.stdout, done.stdout
     assert "alpha/old-refused.csv (1000 bytes)" in done.stdout
     # the predictions kept beside a kept submission's file stay; those of no submission go
-    assert files_under(root) == {kept_path, kept_path + ".predictions.npy", "alpha/young.csv"}
+    assert files_under(root) == {kept_path, kept_path + ".predictions.npy", "alpha/young.csv",
+                                 ".explanations/1-abc/explain.json", ".kaggle-data/digits-1.zip",
+                                 ".kaggle-uploads/f.json"}
+
+
+def test_the_servers_own_folders_are_the_ones_gc_spares(tmp_path, digits_competition):
+    from leaderboard import explanations, kaggle_service
+    from leaderboard.gc import SERVER_FOLDERS
+
+    app = make_test_app(tmp_path, digits_competition.root)
+    with app.app_context():
+        root = app.extensions["podium"].storage_root
+        used = {explanations.FOLDER, kaggle_service._upload_dir().relative_to(root).parts[0]}
+    assert used <= SERVER_FOLDERS and ".kaggle-data" in SERVER_FOLDERS  # kaggle_service.data_zip's folder
 
 
 def test_a_checkpoint_a_worker_refuses_is_deleted_after_the_refusal(served):
