@@ -58,7 +58,10 @@ def token_matches(token_hash: str, token: str) -> bool:
     of that hash compares SHA-256 digests (microseconds) instead of running PBKDF2 again (about 3 ms
     per request, twice per upload: the body gate and the view). A wrong token against a remembered
     hash is refused just as fast. A rotated token has a new stored hash, which nothing remembers."""
-    digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+    try:
+        digest = hashlib.sha256(token.encode("utf-8")).digest()
+    except UnicodeEncodeError:  # a lone surrogate (JSON's "\udc80") is no token of ours
+        return False
     with _verified_lock:
         known = _verified.get(token_hash)
     if known is not None:

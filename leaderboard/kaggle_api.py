@@ -24,6 +24,7 @@ import binascii
 import csv
 import datetime as dt
 import io
+import re
 import zipfile
 from urllib.parse import quote
 
@@ -107,7 +108,24 @@ def _body() -> dict:
         return {}
     if not isinstance(data, dict):
         raise ApiError(400, "The request body must be a JSON object.")
+    if not _encodable(data):
+        raise ApiError(400, "The request body holds text that is not valid Unicode (a lone surrogate).")
     return data
+
+
+def _encodable(value) -> bool:
+    """Every string in a JSON value is valid UTF-8 text (JSON's "\\udc80" escapes make lone surrogates)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    return True
 
 
 def _text(body: dict, key: str, default: str = "") -> str:
@@ -123,9 +141,9 @@ def _whole(body: dict, key: str, default: int | None = None) -> int | None:
     value = body.get(key, default)
     if value is None:
         return default
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():  # proto3 JSON sends int64 as strings
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value.strip()):  # proto3 JSON: int64 as text
+        value = int(value)  # ASCII digits only ("\u00b2" passes str.isdigit()), and no more than int64 holds
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
         raise ApiError(400, f"'{key}' must be a whole number.")
     return value
 

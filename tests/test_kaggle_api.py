@@ -9,6 +9,7 @@ probing protection (rounded, ladder) and medals; on an image-folders competition
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
 import datetime as dt
@@ -43,6 +44,7 @@ from tests.live import LiveServer, make_test_app
 pytestmark = pytest.mark.slow
 
 SERVICE = "http://localhost/api/v1/competitions.CompetitionApiService"
+SERVICE_PATH = SERVICE.removeprefix("http://localhost")
 
 
 @pytest.fixture(scope="module")
@@ -848,3 +850,23 @@ def test_submit_wait_follows_a_checkpoint_until_a_worker_process_scores_it(tmp_p
             expected = f"{sub.public_score:.4f}"
         assert f"Submission scored. Public score: {expected}" in rest, rest
 
+
+
+def test_odd_json_from_a_client_is_a_400_in_kaggles_shape_never_a_500(podium):
+    """Lone surrogates (JSON's "\\udc80"), digits that are not ASCII ("\\u00b2") and numbers past int64."""
+    with podium["app"].app_context():
+        team, token = create_team("Odd JSON")
+    client = podium["app"].test_client()
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{team.slug}:{token}".encode()).decode()}
+    cases = [
+        ("/api/v1/security.OAuthService/IntrospectToken", '{"token": "%d.\\udc80abc"}' % team.id),
+        (f"{SERVICE_PATH}/CreateSubmission", '{"competitionName": "digits", "blobFileTokens": "\\udc80"}'),
+        (f"{SERVICE_PATH}/ListSubmissions", '{"competitionName": "digits", "pageSize": "\\u00b2"}'),
+        (f"{SERVICE_PATH}/ListSubmissions", '{"competitionName": "digits", "pageSize": "%s"}' % ("9" * 5000)),
+        (f"{SERVICE_PATH}/StartSubmissionUpload",
+         '{"competitionName": "digits", "fileName": "p.csv", "contentLength": 99999999999999999999}'),
+    ]
+    for path, body in cases:
+        answer = client.post(path, data=body, content_type="application/json", headers=auth)
+        assert answer.status_code in (400, 401), (path, answer.status_code, answer.get_data(as_text=True)[:300])
+        assert set(answer.get_json()) == {"code", "message"}, answer.get_json()
