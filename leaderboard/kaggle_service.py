@@ -202,12 +202,18 @@ def receive_upload(token: str, stream: BinaryIO, declared: int | None) -> int:
         if size != announced:
             raise KaggleRefusal(400, f"The upload ended after {size} of the {announced} bytes announced; "
                                      "start the submission again.")
-        # Claim the token: only one PUT wins (the record is replaced atomically, the bytes kept once).
+        # Claim the token: only one PUT wins. The record moves aside atomically (a PUT that finds it
+        # gone lost); the one that moved it reads it again (a PUT that finished meanwhile marked it
+        # uploaded: this one lost too, and puts it back), then keeps its bytes once.
         claimed = meta.with_suffix(f".claim-{secrets.token_hex(4)}")
         try:
             os.rename(meta, claimed)
         except FileNotFoundError:
             raise KaggleRefusal(404, "This upload URL was already used; start the submission again.") from None
+        current = _read_record(claimed)
+        if current is None or current.get("uploaded"):
+            os.replace(claimed, meta)
+            raise KaggleRefusal(404, "This upload URL was already used; start the submission again.")
         os.replace(tmp, data)
         record["uploaded"] = True
         claimed.write_text(json.dumps(record), encoding="utf-8")

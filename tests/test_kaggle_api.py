@@ -36,7 +36,7 @@ from harness.submission import parse_csv_submission
 from tests.kaggle_live import KAGGLE, add_toml, free_port, kaggle_env, run_kaggle, set_toml
 from leaderboard.extensions import db
 from leaderboard.intake import Upload, accept
-from leaderboard.models import Submission
+from leaderboard.models import Submission, Team
 from leaderboard.services import create_team
 from leaderboard.services import reveal
 from tests.live import LiveServer, make_test_app
@@ -870,3 +870,32 @@ def test_odd_json_from_a_client_is_a_400_in_kaggles_shape_never_a_500(podium):
         answer = client.post(path, data=body, content_type="application/json", headers=auth)
         assert answer.status_code in (400, 401), (path, answer.status_code, answer.get_data(as_text=True)[:300])
         assert set(answer.get_json()) == {"code", "message"}, answer.get_json()
+
+
+def test_only_one_put_of_a_single_use_upload_url_wins(podium):
+    """A second PUT that passed the check while the first was still reading its body loses at the
+    claim: one PUT stored, the other answered 404, the first one's bytes kept."""
+    from leaderboard import kaggle_service
+    from leaderboard.kaggle_service import KaggleRefusal
+
+    app = podium["app"]
+    with app.app_context():
+        team, _ = create_team("Racers")
+        team = db.session.get(Team, team.id)
+        upload = kaggle_service.start_upload(team, "a.csv", 4)
+        outcomes = []
+
+        class SlowBody(io.BytesIO):  # the first PUT's body: the second PUT runs whole while it is read
+            started = False
+
+            def read(self, n=-1):
+                if not self.started:
+                    self.started = True
+                    outcomes.append(("second", kaggle_service.receive_upload(upload, io.BytesIO(b"BBBB"), 4)))
+                return super().read(n)
+
+        with pytest.raises(KaggleRefusal) as lost:
+            kaggle_service.receive_upload(upload, SlowBody(b"AAAA"), 4)
+        assert lost.value.status == 404 and outcomes == [("second", 4)]
+        _, data = kaggle_service._upload_paths(upload)
+        assert data.read_bytes() == b"BBBB"
