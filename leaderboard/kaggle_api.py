@@ -74,7 +74,10 @@ def _error(status: int, message: str):
 @bp.errorhandler(KaggleRefusal)
 def _refused(exc: KaggleRefusal):
     db.session.rollback()
-    return _error(exc.status, "\n".join(exc.messages))
+    response = _error(exc.status, "\n".join(exc.messages))
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @bp.errorhandler(QuotaExceeded)

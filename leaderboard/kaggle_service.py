@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import secrets
 import zipfile
@@ -45,9 +46,10 @@ COPY_CHUNK = 1024 * 1024
 class KaggleRefusal(PodiumError):
     """An operation refused, with the HTTP status of Kaggle's error shape ``{"code", "message"}``."""
 
-    def __init__(self, status: int, messages: str | list[str]):
+    def __init__(self, status: int, messages: str | list[str], retry_after: int | None = None):
         super().__init__(messages)
         self.status = status
+        self.retry_after = retry_after  # seconds, for a 429's Retry-After
 
 
 def _size(n: int) -> str:
@@ -88,13 +90,14 @@ def _too_large(limit: int) -> KaggleRefusal:
     return KaggleRefusal(413, f"The file is larger than {_size(limit)}, the limit for a submission to this competition.")
 
 
-def _sweep_open_uploads(team_id: int) -> tuple[int, int]:
+def _sweep_open_uploads(team_id: int) -> tuple[int, int, float | None]:
     """Remove expired uploads (and leftovers of interrupted ones); (the team's open uploads, the
-    bytes they announced)."""
+    bytes they announced, when the first of them expires)."""
     folder = _upload_dir()
     when = now().timestamp()
     grace = current_config().kaggle_upload_seconds + 3600
     count = reserved = 0
+    first_expiry = None
     for path in folder.iterdir():
         if path.suffix == ".json":
             record = _read_record(path)
@@ -106,13 +109,15 @@ def _sweep_open_uploads(team_id: int) -> tuple[int, int]:
             elif record.get("team_id") == team_id:
                 count += 1
                 reserved += int(record.get("length") or 0)
+                expires = float(record.get("expires_at", 0))
+                first_expiry = expires if first_expiry is None else min(first_expiry, expires)
         elif path.suffix != ".bin":  # .part-/.claim-/.taken- files of a request that died
             try:
                 if when - path.stat().st_mtime > grace:
                     path.unlink()
             except FileNotFoundError:
                 pass
-    return count, reserved
+    return count, reserved, first_expiry
 
 
 def _check_quota(team: Team, reserved: int, length: int) -> None:
@@ -136,11 +141,12 @@ def start_upload(team: Team, file_name: str, length: int) -> str:
     if length <= 0:
         raise KaggleRefusal(400, "The file is empty; choose your predictions CSV or model checkpoint.")
     config = current_config()
-    count, reserved = _sweep_open_uploads(team.id)
+    count, reserved, first_expiry = _sweep_open_uploads(team.id)
     if count >= config.kaggle_max_open_uploads:
         raise KaggleRefusal(429, (
             f"Your team has {config.kaggle_max_open_uploads} uploads started and not submitted; submit them or "
-            f"wait until they expire ({config.kaggle_upload_seconds // 60} minutes after they were started)."))
+            f"wait until they expire ({config.kaggle_upload_seconds // 60} minutes after they were started)."),
+            retry_after=max(1, math.ceil((first_expiry or now().timestamp()) - now().timestamp())))
     _check_quota(team, reserved, length)
     token = secrets.token_urlsafe(32)
     meta, _ = _upload_paths(token)

@@ -44,7 +44,7 @@ import re
 import secrets
 import time
 
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, g, jsonify, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
@@ -223,12 +223,18 @@ def init_security(app: Flask) -> None:
     app.register_error_handler(RateLimitExceeded, _too_many)
 
 
+KAGGLE_API_PREFIX = "/api/v1/"  # leaderboard/kaggle_api.py
+
+
 def _too_many(exc: RateLimitExceeded):
     from leaderboard.errors import error_response
 
     ours = (ADDRESS_MESSAGE, ACCOUNT_MESSAGE, TOTAL_MESSAGE)
     message = exc.description if exc.description in ours else ADDRESS_MESSAGE
-    response = current_app.make_response(error_response(429, [message]))
+    if request.path.startswith(KAGGLE_API_PREFIX):  # the official kaggle client reads Kaggle's error shape
+        response = current_app.make_response((jsonify({"code": 429, "message": message}), 429))
+    else:
+        response = current_app.make_response(error_response(429, [message]))
     breached = current_app.extensions["podium_limiter"].current_limit
     retry = breached.window[0] - time.time() if breached is not None else 60  # when the breached window ends
     response.headers["Retry-After"] = str(max(1, math.ceil(retry)))

@@ -153,9 +153,10 @@ def test_token_guesses_through_the_kaggle_api_count_too(site):
     with app.app_context():
         team, token = create_team("Alpha")
     basic = "Basic " + base64.b64encode(f"{team.slug}:{team.id}.guess".encode()).decode()
-    codes = [requests.post(f"{server.url}/api/v1/competitions.CompetitionApiService/GetSubmission", json={"ref": 1},
-                           headers={"Authorization": basic}, timeout=10).status_code for _ in range(4)]
-    assert codes == [403, 403, 403, 429], codes  # the Kaggle API answers a wrong key 403
+    answers = [requests.post(f"{server.url}/api/v1/competitions.CompetitionApiService/GetSubmission", json={"ref": 1},
+                             headers={"Authorization": basic}, timeout=10) for _ in range(4)]
+    assert [a.status_code for a in answers] == [403, 403, 403, 429], answers  # the Kaggle API answers a wrong key 403
+    assert set(answers[-1].json()) == {"code", "message"} and answers[-1].json()["code"] == 429  # Kaggle's shape
     intro_codes = [requests.post(f"{server.url}/api/v1/security.OAuthService/IntrospectToken",
                                 json={"token": f"{team.id + 1}.guess"}, timeout=10).status_code for _ in range(4)]
     assert intro_codes == [200, 200, 200, 429], intro_codes  # {"active": false} three times, then refused

@@ -899,3 +899,16 @@ def test_only_one_put_of_a_single_use_upload_url_wins(podium):
         assert lost.value.status == 404 and outcomes == [("second", 4)]
         _, data = kaggle_service._upload_paths(upload)
         assert data.read_bytes() == b"BBBB"
+
+
+def test_too_many_open_uploads_says_when_the_first_one_expires(podium):
+    with podium["app"].app_context():
+        team, token = create_team("Openers")
+    auth = (team.slug, token)
+    limit = podium["app"].extensions["podium"].config.kaggle_max_open_uploads
+    for _ in range(limit):
+        assert start_upload(podium, auth, 10).status_code == 200
+    refused = start_upload(podium, auth, 10)
+    assert refused.status_code == 429 and set(refused.json()) == {"code", "message"}, refused.text
+    lifetime = podium["app"].extensions["podium"].config.kaggle_upload_seconds
+    assert 0 < int(refused.headers["Retry-After"]) <= lifetime  # not the daily limit's next midnight
