@@ -22,7 +22,8 @@ which guess was right):
 - per account from all addresses together: ``RATELIMIT_FAILED_PER_ACCOUNT_TOTAL``, a high
   ceiling that bounds a guess spread over many addresses. One address cannot reach it while it
   stays above what the first two allow one address (the defaults: 10 a minute and 100 a day from
-  one address against 100 a minute and 1000 a day in all); many addresses together can, and then
+  one address against 100 a minute and 1000 a day in all); about ten addresses together can (an
+  address is an IPv4 address or an IPv6 /64: ``client_address``), and then
   the account is refused for everyone until the window ends: the price of bounding brute force.
 
 Counters live in memory (``RATELIMIT_STORAGE_URI``, default ``memory://``), per server process: one
@@ -39,6 +40,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import ipaddress
 import math
 import re
 import secrets
@@ -169,8 +171,23 @@ def _account() -> str:
     return ""
 
 
+def client_address() -> str:
+    """The address the per-address limits count: the client's IPv4 address, or its IPv6 /64 (one
+    host or home network holds a whole /64, and would otherwise be 2**64 addresses)."""
+    address = get_remote_address() or ""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
+
+
 def _account_from_address() -> str:
-    return f"{account()}@{get_remote_address()}"
+    return f"{account()}@{client_address()}"
 
 
 def _failed(response) -> bool:
@@ -201,9 +218,9 @@ def init_security(app: Flask) -> None:
     app.after_request(_after_request)
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     limiter = Limiter(  # one per app: its counters are this app's
-        key_func=get_remote_address,
+        key_func=client_address,
         application_limits=[
-            _limit("RATELIMIT_FAILED_PER_ADDRESS", get_remote_address, "auth-address", ADDRESS_MESSAGE, _not_attempt),
+            _limit("RATELIMIT_FAILED_PER_ADDRESS", client_address, "auth-address", ADDRESS_MESSAGE, _not_attempt),
             _limit("RATELIMIT_FAILED_PER_ACCOUNT", _account_from_address, "auth-account-address", ACCOUNT_MESSAGE,
                    _no_account),
             _limit("RATELIMIT_FAILED_PER_ACCOUNT_TOTAL", account, "auth-account", TOTAL_MESSAGE, _no_account),

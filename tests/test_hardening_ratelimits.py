@@ -265,3 +265,19 @@ def test_an_unusable_rate_limit_store_is_a_clear_error_not_a_traceback(tmp_path,
                          env={**__import__("os").environ, "PODIUM_RATELIMIT_STORAGE_URI": storage})
     assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
     assert "RATELIMIT_STORAGE_URI" in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+
+
+def test_the_per_address_limits_count_an_ipv6_host_by_its_64(tmp_path, digits_competition):
+    """One IPv6 host (or home network) holds a whole /64: its addresses are one address to the limits."""
+    from leaderboard.security import client_address
+    from tests.live import make_test_app
+
+    app = make_test_app(tmp_path, digits_competition.root)
+    seen = {}
+    for remote in ("2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:3::1", "::ffff:192.0.2.7",
+                   "192.0.2.7"):
+        with app.test_request_context("/login", environ_base={"REMOTE_ADDR": remote}):
+            seen[remote] = client_address()
+    assert seen["2001:db8:1:2::1"] == seen["2001:db8:1:2:ffff:ffff:ffff:ffff"] == "2001:db8:1:2::/64"
+    assert seen["2001:db8:1:3::1"] == "2001:db8:1:3::/64"
+    assert seen["::ffff:192.0.2.7"] == seen["192.0.2.7"] == "192.0.2.7"
