@@ -130,7 +130,9 @@ def route_functions():
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef) and any(
-                    isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) and d.func.attr in ROUTE_DECORATORS
+                    isinstance(d, ast.Call) and (
+                        (isinstance(d.func, ast.Attribute) and d.func.attr in ROUTE_DECORATORS)
+                        or (isinstance(d.func, ast.Name) and d.func.id == "method"))  # kaggle_api's methods
                     for d in node.decorator_list):
                 yield name, node
 

@@ -317,7 +317,11 @@ def test_a_token_check_waiting_on_the_database_does_not_stall_other_connections(
     try:
         locker.execute("LOCK TABLE team IN ACCESS EXCLUSIVE MODE")
         guess.start()
-        time.sleep(1.0)  # the check is waiting for the lock now
+        deadline = time.monotonic() + 30
+        with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as watcher:
+            while not watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]:
+                assert time.monotonic() < deadline, "the token check never waited on the locked table"
+                time.sleep(0.05)  # until the check is really waiting for the lock
         assert "answer" not in outcome
         started = time.monotonic()
         r = requests.get(f"{server.url}/static/podium.css", timeout=10)
