@@ -424,6 +424,16 @@ def load_train(competition: Competition) -> tuple[np.ndarray, np.ndarray]:
     return arrays["images"], arrays["labels"]
 
 
+def load_test_ids(competition: Competition) -> np.ndarray:
+    """The test ids (str [M]) in solution row order, without the images: test.npz's ``ids``, or the
+    image folders' ``test.csv``. Where the test set is hidden they are in private/."""
+    if competition.folders:
+        from harness.imagefolder import held_out_image_files
+
+        return np.asarray(held_out_image_files(competition)[0])
+    return load_npz(competition.test_path, ("ids",))["ids"]
+
+
 def load_test(competition: Competition) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 [M,H,W,3], ids str [M]) in solution row order: the whole test set in memory.
 

@@ -191,7 +191,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _scan_public(public: Path) -> tuple[list[tuple[str, os.stat_result]], list[tuple[str, os.stat_result]]]:
+def scan_public(public: Path) -> tuple[list[tuple[str, os.stat_result]], list[tuple[str, os.stat_result]]]:
     """(files, folders) under ``public``, each (relative path, lstat), public itself the folder "".
 
     Hidden names, links (a link could point into private/) and anything that is neither a regular
@@ -247,7 +247,7 @@ def public_files(competition: Competition, cache: dict | None = None) -> list[Pu
     public = (competition.root / "public").resolve()
     if not public.is_dir():
         return []
-    return _digests(public, _scan_public(public)[0], cache)
+    return _digests(public, scan_public(public)[0], cache)
 
 
 def write_listing(directory: Path, known: dict[str, tuple[int, int, str]] | None = None) -> None:
@@ -260,7 +260,7 @@ def write_listing(directory: Path, known: dict[str, tuple[int, int, str]] | None
     """
     public = Path(directory) / "public"
     if known is None:
-        listed = _digests(public, _scan_public(public)[0], None)
+        listed = _digests(public, scan_public(public)[0], None)
     else:
         with os.scandir(public) as entries:
             tops = sorted((e.name, e.stat(follow_symlinks=False)) for e in entries
@@ -342,7 +342,7 @@ def public_listing(competition: Competition, state: dict) -> PublicListing:
         state["listing"] = listing
         return listing
     made = time.monotonic()
-    files, folders = _scan_public(public)
+    files, folders = scan_public(public)
     listed = _digests(public, files, state["digests"], state["seeds"])
     live = {(f.path, f.size, stats.st_mtime_ns) for f, (_, stats) in zip(listed, files)}
     for key in [k for k in state["digests"] if k not in live]:  # forget what is gone

@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from harness.competition import Competition, load_competition, load_npz
+from harness.competition import Competition, load_competition, load_test_ids
 from harness.errors import PodiumError
 from harness.metrics import get_metric
+from harness.pages import scan_public
 
 
 def _usage_counts(solution_csv: Path) -> dict[str, int]:
@@ -119,29 +119,9 @@ HIDDEN_TEST_REFUSED = (
 )
 
 
-def _public_files(folder: Path) -> list[Path]:
-    """Every regular file under ``folder``, relative, hidden names and links left out."""
-    out = []
-    for dirpath, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d)))
-        for name in sorted(files):
-            path = Path(dirpath) / name
-            if not name.startswith(".") and not path.is_symlink() and path.is_file():
-                out.append(path.relative_to(folder))
-    return out
-
-
 def _copy(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)  # a copy, never a link: editing the bundle must not touch the competition
-
-
-def _test_ids(competition: Competition) -> np.ndarray:
-    if competition.folders:
-        from harness.imagefolder import held_out_image_files
-
-        return held_out_image_files(competition)[0]
-    return load_npz(competition.test_path, ("ids",))["ids"]
 
 
 def _export_hidden_test(competition: Competition, data: Path, out: Path) -> None:
@@ -156,7 +136,7 @@ def _export_hidden_test(competition: Competition, data: Path, out: Path) -> None
             _copy(path, data / path.relative_to(competition.test_dir))
     else:
         _copy(competition.test_path, data / "test.npz")
-    ids = _test_ids(competition)
+    ids = load_test_ids(competition)
     write_predictions_csv(data / "sample_submission.csv", ids, np.zeros(len(ids), dtype=np.int64), competition.classes)
     shutil.copyfile(data / "sample_submission.csv", out / "sample_submission.csv")
 
@@ -185,7 +165,7 @@ def export_competition(competition_dir: Path, out: Path, publish_hidden_test: bo
     data.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(solution, out / "solution.csv")
     public = competition.root / "public"
-    for relative in _public_files(public):
+    for relative, _ in scan_public(public)[0]:
         _copy(public / relative, data / relative)
     if competition.hidden_test:
         _export_hidden_test(competition, data, out)

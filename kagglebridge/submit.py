@@ -16,15 +16,11 @@ BOARD_PAGE_SIZE = 100
 def _test_ids(competition: Competition) -> tuple[str, ...]:
     """The test ids, read by harness's own readers whatever the data format (test.npz's ``ids``, or
     image folders' ``test.csv``); a hidden test set the local copy does not hold is said so."""
-    from harness.competition import load_npz
+    from harness.competition import load_test_ids
     from harness.errors import CompetitionError
-    from harness.imagefolder import held_out_image_files
 
     try:
-        if competition.folders:
-            ids = held_out_image_files(competition)[0]
-        else:
-            ids = load_npz(competition.test_path, ("ids",))["ids"]
+        ids = load_test_ids(competition)
     except CompetitionError as exc:
         if competition.hidden_test:
             raise PodiumError(

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from harness.errors import SubmissionError
 from harness.scoring import file_kind
 from harness.submission import parse_csv_submission
+from harness.units import size_text
 from leaderboard.extensions import db
 from leaderboard.jobs import enqueue
 from leaderboard.models import Submission, Team
@@ -57,10 +58,6 @@ def used_today(team_id: int, when: dt.datetime) -> int:
 COPY_CHUNK = 1024 * 1024
 
 
-def _size(n: int) -> str:
-    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
-
-
 @dataclass(frozen=True)
 class StoredFile:
     kind: str  # "csv" | "checkpoint"
@@ -91,7 +88,7 @@ def store_file(team: Team, stream: BinaryIO, competition) -> StoredFile:
                 size += len(chunk)
                 if size > limit:
                     raise SubmissionError(
-                        f"The file is larger than {_size(limit)}, the limit for a {kind} submission."
+                        f"The file is larger than {size_text(limit)}, the limit for a {kind} submission."
                     )
                 digest.update(chunk)
                 out.write(chunk)
@@ -120,7 +117,7 @@ def read_history_upload(stream: BinaryIO | None) -> bytes | None:
     data = stream.read(MAX_HISTORY_BYTES + 1)
     if len(data) > MAX_HISTORY_BYTES:
         raise SubmissionError(
-            f"The history file is larger than {_size(MAX_HISTORY_BYTES)}; a history.csv is one short row per epoch."
+            f"The history file is larger than {size_text(MAX_HISTORY_BYTES)}; a history.csv is one short row per epoch."
         )
     return data
 

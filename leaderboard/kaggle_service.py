@@ -30,6 +30,8 @@ import sqlalchemy as sa
 from flask import current_app
 
 from harness.errors import PodiumError
+from harness.pages import scan_public
+from harness.units import size_text
 from leaderboard.extensions import db
 from leaderboard.gc import team_usage
 from leaderboard.honest_board import Protection, versioned_honest_board
@@ -50,10 +52,6 @@ class KaggleRefusal(PodiumError):
         super().__init__(messages)
         self.status = status
         self.retry_after = retry_after  # seconds, for a 429's Retry-After
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
 # --------------------------------------------------------------------------- upload URLs
@@ -87,7 +85,7 @@ def max_upload_bytes() -> int:
 
 
 def _too_large(limit: int) -> KaggleRefusal:
-    return KaggleRefusal(413, f"The file is larger than {_size(limit)}, the limit for a submission to this competition.")
+    return KaggleRefusal(413, f"The file is larger than {size_text(limit)}, the limit for a submission to this competition.")
 
 
 def _sweep_open_uploads(team_id: int) -> tuple[int, int, float | None]:
@@ -129,7 +127,7 @@ def _check_quota(team: Team, reserved: int, length: int) -> None:
     if used + reserved + length > quota:
         raise KaggleRefusal(413, (
             f"Your team's stored submissions ({used / 2**20:.0f} MiB) and open uploads ({reserved / 2**20:.0f} MiB) "
-            f"leave no room for {_size(length)} in its {quota / 2**20:.0f} MiB storage quota. Ask the organizer "
+            f"leave no room for {size_text(length)} in its {quota / 2**20:.0f} MiB storage quota. Ask the organizer "
             "to raise the quota or remove old files."))
 
 
@@ -361,17 +359,10 @@ def data_files() -> list[DataFile]:
     (image folders: ``train/<class>/<file>``, ``test/<id>.<ext>``). Hidden names and links are left out,
     so nothing outside public/ (private/ above all) can be reached through a link."""
     root = public_root()
-    found: list[DataFile] = []
     if not root.is_dir():
-        return found
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not _hidden(d) and not os.path.islink(os.path.join(folder, d)))
-        for name in files:
-            path = Path(folder) / name
-            if _hidden(name) or path.is_symlink() or not path.is_file():
-                continue
-            stat = path.stat()
-            found.append(DataFile(path.relative_to(root).as_posix(), path, stat.st_size, stat.st_mtime, stat.st_mtime_ns))
+        return []
+    found = [DataFile(name, root / name, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
+             for name, stat in scan_public(root)[0]]  # harness's walk of public/: no hidden name, no link
     return sorted(found, key=lambda f: ("/" in f.name, f.name))
 
 

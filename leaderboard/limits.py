@@ -42,6 +42,7 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.utilities import Error, RequestEntityTooLarge
 
+from harness.units import size_text
 from leaderboard.protocol import JOBS_PREFIX
 
 UPLOAD_PATHS = ("/api/submissions", "/upload")
@@ -64,10 +65,6 @@ def _bearer(environ: dict) -> str:
 
 def _same(given: str, expected: str | None) -> bool:
     return bool(given and expected) and hmac.compare_digest(given.encode(), str(expected).encode())
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
 
 
 class BodyGate:
@@ -203,7 +200,7 @@ def _sender_known(path: str) -> bool:
 def _too_large(limit: int, upload: bool):
     from leaderboard.errors import FRIENDLY, error_response
 
-    message = FRIENDLY[413] if upload else f"The request body is larger than this address accepts ({_size(limit)})."
+    message = FRIENDLY[413] if upload else f"The request body is larger than this address accepts ({size_text(limit)})."
     return error_response(413, [message])
 
 

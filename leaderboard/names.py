@@ -83,7 +83,6 @@ def refused_characters(name: str) -> list[str]:
     return found
 
 
-invisible_characters = refused_characters  # the name earlier releases used
 
 
 @functools.lru_cache(maxsize=1)

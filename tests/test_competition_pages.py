@@ -178,9 +178,9 @@ def test_a_large_image_folders_competition_lists_folders_and_hashes_nothing_per_
     on_disk = {p.relative_to(public).as_posix(): p.read_bytes() for p in public.rglob("*") if p.is_file()}
     assert len(on_disk) == 543
     hashed, scans = [], []
-    real_hash, real_scan = harness_pages.sha256_file, harness_pages._scan_public
+    real_hash, real_scan = harness_pages.sha256_file, harness_pages.scan_public
     monkeypatch.setattr(harness_pages, "sha256_file", lambda path: hashed.append(path) or real_hash(path))
-    monkeypatch.setattr(harness_pages, "_scan_public", lambda path: scans.append(path) or real_scan(path))
+    monkeypatch.setattr(harness_pages, "scan_public", lambda path: scans.append(path) or real_scan(path))
     client = app_for(tmp_path, comp.root).test_client()
 
     page = client.get("/data").get_data(as_text=True)
