@@ -1,6 +1,8 @@
 """Who is asking: team tokens (hashed), the organizer's token, the workers' token, browser sessions."""
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hashlib
 import hmac
@@ -64,6 +66,8 @@ def token_matches(token_hash: str, token: str) -> bool:
         return False
     with _verified_lock:
         known = _verified.get(token_hash)
+        if known is not None:
+            _verified.move_to_end(token_hash)  # least recently used goes first
     if known is not None:
         return hmac.compare_digest(known, digest)
     if not check_password_hash(token_hash, token):
@@ -76,15 +80,31 @@ def token_matches(token_hash: str, token: str) -> bool:
     return True
 
 
+def token_team_id(token: str) -> int | None:
+    """The team id a token names (``<team id>.<secret>``), or None for a token of no team. ASCII
+    digits only, and a number an INTEGER column can hold: "\u00b2" passes str.isdigit() but int()
+    refuses it, a 20-digit id overflows SQLite; either was a 500 instead of a 401. The rate limits
+    (security.py) count a token against the same team."""
+    team_id, dot, _ = token.partition(".")
+    return int(team_id) if dot and re.fullmatch(r"[0-9]{1,18}", team_id) else None
+
+
+def basic_credentials(value: str) -> tuple[str, str] | None:
+    """(username, password) of an HTTP Basic ``Authorization`` value, or None when it cannot be read."""
+    try:
+        username, sep, password = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (username, password) if sep else None
+
+
 def team_for_token(token: str) -> Team | None:
     """The team a token belongs to, or None. Tokens look like ``<team id>.<secret>``."""
-    team_id, dot, _ = token.partition(".")
-    # ASCII digits only, and a number an INTEGER column can hold: "\u00b2" passes str.isdigit() but
-    # int() refuses it, a 20-digit id overflows SQLite; either was a 500 instead of a 401.
-    if not dot or not re.fullmatch(r"[0-9]{1,18}", team_id):
+    team_id = token_team_id(token)
+    if team_id is None:
         g.podium_auth_failed = True  # a wrong token counts toward the rate limits (security.py)
         return None
-    team = db.session.get(Team, int(team_id))
+    team = db.session.get(Team, team_id)
     if team is None or not token_matches(team.token_hash, token):
         g.podium_auth_failed = True
         return None

@@ -19,8 +19,6 @@ the podium board, Kaggle teams matched to podium teams by name.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import datetime as dt
 import io
@@ -33,7 +31,7 @@ from werkzeug.exceptions import HTTPException
 
 from harness.errors import PodiumError
 from harness.evaluate import formula_safe
-from leaderboard.auth import check_admin_token, team_for_token
+from leaderboard.auth import basic_credentials, check_admin_token, team_for_token
 from leaderboard.extensions import csrf, db
 from leaderboard.gc import QuotaExceeded
 from leaderboard.honest_board import Protection, current_protection, shown_public, shown_scores_of
@@ -169,14 +167,11 @@ def _credentials() -> tuple[str | None, str | None] | None:
     if scheme.lower() == "bearer":
         return None, value
     if scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise ApiError(401, "The Basic credentials could not be read; set KAGGLE_USERNAME and KAGGLE_KEY.") from None
-        username, sep, password = decoded.partition(":")
-        if not sep:
-            raise ApiError(401, "The Basic credentials need a username and a key.")
-        return username, password
+        credentials = basic_credentials(value)
+        if credentials is None:
+            raise ApiError(401, "The Basic credentials could not be read: they need a username and a key; set "
+                                "KAGGLE_USERNAME and KAGGLE_KEY.")
+        return credentials
     raise ApiError(401, "Send your team's credentials as HTTP Basic (KAGGLE_USERNAME, KAGGLE_KEY) or a Bearer token.")
 
 

@@ -37,18 +37,17 @@ next 00:00 UTC by the app's clock, when the count resets.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import ipaddress
 import math
-import re
 import secrets
 import time
 
 from flask import Flask, current_app, g, jsonify, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
+
+from leaderboard.auth import basic_credentials, token_team_id
 
 MIN_ADMIN_TOKEN_CHARS = 32
 
@@ -134,10 +133,8 @@ def _presented_token() -> str:
     if scheme.lower() == "bearer":
         return value
     if scheme.lower() == "basic":
-        try:
-            return base64.b64decode(value, validate=True).decode("utf-8").partition(":")[2]
-        except (binascii.Error, UnicodeDecodeError):
-            return ""
+        credentials = basic_credentials(value)
+        return credentials[1] if credentials else ""
     if request.endpoint == "kaggle_api.introspect_token":
         body = request.get_json(silent=True)
         token = body.get("token") if isinstance(body, dict) else None
@@ -165,10 +162,8 @@ def _account() -> str:
         name = request.form.get("name", "").strip()
         team_id = db.session.scalar(sa.select(Team.id).where(Team.name == name)) if name else None
         return f"team:{team_id}" if team_id is not None else "team-name:" + name.casefold()[:100]
-    team_id, dot, _ = _presented_token().partition(".")
-    if dot and re.fullmatch(r"[0-9]{1,18}", team_id):
-        return f"team:{int(team_id)}"
-    return ""
+    team_id = token_team_id(_presented_token())
+    return f"team:{team_id}" if team_id is not None else ""
 
 
 def client_address() -> str:
