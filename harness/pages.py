@@ -275,8 +275,10 @@ def write_listing(directory: Path, known: dict[str, tuple[int, int, str]] | None
 
 def read_listing(directory: Path) -> tuple[int, dict[str, tuple[int, str]]]:
     """(the listing's modification time in ns, path -> (size, sha256)) from ``write_listing``'s file;
-    (0, {}) when there is none. A stale or damaged listing costs a re-hash, never a wrong digest:
-    an entry is only used for a file of that size that is no newer than the listing."""
+    (0, {}) when there is none. A stale or damaged listing costs a re-hash: an entry is only used
+    for a file of that size that is no newer than the listing. (A file replaced by another of the
+    same size whose older modification time was kept, as ``cp -p`` or ``rsync -t`` keep it, would
+    keep its old digest: run ``podium init`` again, or touch the file, after such a copy.)"""
     out: dict[str, tuple[int, str]] = {}
     path = Path(directory) / LISTING_FILE
     try:

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import secrets
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -396,21 +397,29 @@ def data_zip() -> tuple[Path, float]:
     folder.mkdir(parents=True, exist_ok=True)
     name = current_competition().name
     target = folder / f"{name}-{stamp}.zip"
-    if not target.is_file():
-        tmp = folder / f".{target.name}.{secrets.token_hex(4)}"
-        try:
-            with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
-                for f in files:
-                    kind = zipfile.ZIP_STORED if f.path.suffix.lower() in STORED_SUFFIXES else zipfile.ZIP_DEFLATED
-                    zf.write(f.path, arcname=f.name, compress_type=kind)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        for old in folder.glob(f"{name}-*.zip"):
-            if old != target:
-                old.unlink(missing_ok=True)
+    with _zip_lock:  # concurrent first downloads wait for one build (per process), never build it twice
+        if not target.is_file():
+            _build_zip(files, folder, target, name)
     newest = max((f.mtime for f in files), default=target.stat().st_mtime)
     return target, newest
+
+
+_zip_lock = threading.Lock()
+
+
+def _build_zip(files: list[DataFile], folder: Path, target: Path, name: str) -> None:
+    tmp = folder / f".{target.name}.{secrets.token_hex(4)}"
+    try:
+        with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
+            for f in files:
+                kind = zipfile.ZIP_STORED if f.path.suffix.lower() in STORED_SUFFIXES else zipfile.ZIP_DEFLATED
+                zf.write(f.path, arcname=f.name, compress_type=kind)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for old in folder.glob(f"{name}-*.zip"):
+        if old != target:
+            old.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- the stored Kaggle board
