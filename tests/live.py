@@ -5,6 +5,7 @@ Imported by the test modules (``from tests.live import LiveServer, make_test_app
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from flask import Flask
@@ -72,3 +73,21 @@ class LiveServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def wait_until_serving(port: int, server, timeout: float = 90) -> None:
+    """Until a real ``podium serve`` process (``server``, a Popen) answers GET / on 127.0.0.1:``port``;
+    fails with its output when it exits first or does not answer within ``timeout`` seconds."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+            return
+        except requests.ConnectionError:
+            if server.poll() is not None:
+                output = server.communicate()[0] if server.stdout else ""
+                raise AssertionError(f"podium serve exited ({server.returncode}): {output}")
+            assert time.monotonic() < deadline, "podium serve did not start"
+            time.sleep(0.3)

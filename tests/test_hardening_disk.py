@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import PODIUM, noisy_predictions, write_submission
+from tests.live import wait_until_serving
 
 UNSHARE = shutil.which("unshare")
 
@@ -51,17 +52,6 @@ def page_upload(url: str, name: str, token: str, body: bytes) -> requests.Respon
                         timeout=60)
 
 
-def wait_for(port: int, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            requests.get(f"http://127.0.0.1:{port}/", timeout=5)
-            return
-        except requests.ConnectionError:
-            assert time.monotonic() < deadline and server.poll() is None, "podium serve did not start"
-            time.sleep(0.3)
-
-
 @pytest.mark.parametrize("disk", ["full", "read-only"])
 def test_an_upload_to_a_full_or_read_only_disk_is_a_507_and_counts_nothing(tmp_path, digits_competition,
                                                                          digits_solution, disk):
@@ -84,14 +74,7 @@ def test_an_upload_to_a_full_or_read_only_disk_is_a_507_and_counts_nothing(tmp_p
     csv = write_submission(tmp_path / "s.csv", digits_solution.ids,
                            [digits_competition.classes[p] for p in noisy_predictions(digits_solution, 0.7, seed=2)])
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/", timeout=5)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and server.poll() is None, "podium serve did not start"
-                time.sleep(0.3)
+        wait_until_serving(port, server)
         r = requests.post(f"http://127.0.0.1:{port}/api/submissions", headers={"Authorization": f"Bearer {token}"},
                           files={"file": ("s.csv", csv.read_bytes())}, timeout=60)
         assert r.status_code == 507, r.text
@@ -140,7 +123,7 @@ wait $SERVER
                            [digits_competition.classes[p] for p in noisy_predictions(digits_solution, 0.7, seed=4)])
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(port, server)
+        wait_until_serving(port, server)
         token = team_file.read_text().split("token: ")[1].split()[0]
         go.touch()
         deadline = time.monotonic() + 30

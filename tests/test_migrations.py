@@ -29,7 +29,6 @@ from leaderboard.dbcopy import copy_database
 from leaderboard.extensions import db
 from leaderboard.models import ScoringJob, Setting, Submission, Team
 from tests.live import make_test_app
-from tests.pg import database_config
 
 DATA = Path(__file__).resolve().parent / "data"
 V01 = DATA / "v01_instance"
