@@ -103,6 +103,18 @@ def suggest(lrs: list[float], smoothed: list[float]) -> tuple[int | None, str | 
     return step, None
 
 
+def check_sweep(min_lr: float, max_lr: float, steps: int, beta: float, diverge: float) -> None:
+    """The sweep's settings, checked before anything is loaded (a user error: ``PodiumError``)."""
+    if not (0 < min_lr < max_lr) or not math.isfinite(max_lr):
+        raise PodiumError(f"--min-lr and --max-lr must satisfy 0 < min < max, got {min_lr} and {max_lr}.")
+    if steps < 5:
+        raise PodiumError(f"--steps must be at least 5, got {steps}.")
+    if not 0 <= beta < 1:
+        raise PodiumError(f"--smoothing must be in [0, 1), got {beta}.")
+    if diverge <= 1:
+        raise PodiumError(f"--diverge must be above 1 (a multiple of the lowest smoothed loss), got {diverge}.")
+
+
 def range_test(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -117,14 +129,7 @@ def range_test(
     progress: bool = False,
 ) -> RangeTest:
     """Sweep the rate over ``steps`` mini-batches of ``batches``; model and optimizer are restored after."""
-    if not (0 < min_lr < max_lr) or not math.isfinite(max_lr):
-        raise PodiumError(f"--min-lr and --max-lr must satisfy 0 < min < max, got {min_lr} and {max_lr}.")
-    if steps < 5:
-        raise PodiumError(f"--steps must be at least 5, got {steps}.")
-    if not 0 <= beta < 1:
-        raise PodiumError(f"--smoothing must be in [0, 1), got {beta}.")
-    if diverge <= 1:
-        raise PodiumError(f"--diverge must be above 1 (a multiple of the lowest smoothed loss), got {diverge}.")
+    check_sweep(min_lr, max_lr, steps, beta, diverge)
 
     saved_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
     saved_grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
@@ -257,6 +262,7 @@ def run_lr_find(config, competition_dir: str | Path, out_dir: str | Path, *, min
     from harness.competition import load_competition, load_train
     from harness.diagnosis import json_safe
 
+    check_sweep(min_lr, max_lr, steps, beta, diverge)
     competition = load_competition(competition_dir)
     single = Dist()
     device = select_device(config, single)
