@@ -8,6 +8,7 @@ from markupsafe import Markup
 from leaderboard.auth import is_admin, session_team
 from leaderboard.extensions import db
 from leaderboard.intake import storage_path
+from leaderboard.kaggle_service import kaggle_tab_shown
 from leaderboard.models import Submission, Team
 from leaderboard.ranking import is_revealed
 from leaderboard.state import current_competition, podium_state
@@ -36,7 +37,8 @@ def index():
         cache.put("board_html", (version, table))
     me = session_team()
     return render_template("board.html", board=board, honest=honest, table=table, my_slug=me.slug if me else None,
-                           tier_explanation=TIER_EXPLANATION, forecast_explanation=FORECAST_EXPLANATION)
+                           tier_explanation=TIER_EXPLANATION, forecast_explanation=FORECAST_EXPLANATION,
+                           kaggle_tab=kaggle_tab_shown(version))
 
 
 @bp.get("/teams/<slug>")

@@ -482,7 +482,6 @@ def kaggle_board_page():
 
 
 def register(app: Flask) -> None:
-    """Called once by ``create_app``: the blueprint (token-authenticated JSON: no CSRF) and the tab's global."""
+    """Called once by ``create_app``: the blueprint (token-authenticated JSON: no CSRF)."""
     app.register_blueprint(bp)
     csrf.exempt(bp)
-    app.jinja_env.globals["kaggle_board_stored"] = lambda: stored_kaggle_board() is not None

@@ -38,6 +38,7 @@ from leaderboard.gc import team_usage
 from leaderboard.honest_board import Protection, versioned_honest_board
 from leaderboard.intake import UploadOutcome, daily_limit_left, submit, used_today
 from leaderboard.models import Setting, Submission, Team
+from leaderboard.ranking import bump_board_version
 from leaderboard.state import current_competition, current_config, now, podium_state
 from leaderboard.transactions import write_transaction
 
@@ -457,7 +458,21 @@ def store_kaggle_board(slug: str, rows) -> int:
         updated = db.session.execute(sa.update(Setting).where(Setting.key == KAGGLE_BOARD_SETTING).values(value=value))
         if updated.rowcount == 0:
             db.session.add(Setting(key=KAGGLE_BOARD_SETTING, value=value))
+        bump_board_version()  # the board page's Kaggle tab link is cached per board version
     return len(clean)
+
+
+def kaggle_tab_shown(version: str) -> bool:
+    """Whether a Kaggle board is stored (the board page links its tab): one existence query per board
+    version, never the stored rows on every page view."""
+    cache = podium_state().board_cache
+    hit = cache.get("kaggle_tab")
+    if hit is not None and hit[0] == version:
+        return hit[1]
+    shown = db.session.scalar(sa.select(Setting.key).where(Setting.key == KAGGLE_BOARD_SETTING,
+                                                           Setting.value != "")) is not None
+    cache.put("kaggle_tab", (version, shown))
+    return shown
 
 
 def kaggle_tab_rows(stored: dict) -> list[dict]:
