@@ -232,6 +232,7 @@ def init_security(app: Flask) -> None:
         hint = " A redis:// store needs the redis package: pip install redis." if uri.startswith(("redis", "rediss")) else ""
         raise PodiumError(f"The rate-limit store RATELIMIT_STORAGE_URI={uri!r} cannot be used: {exc}.{hint}") from None
     app.extensions["podium_limiter"] = limiter
+    limiter.request_filter(_not_attempt)  # a page view is no attempt: skip the limiter's work at once
     app.register_error_handler(RateLimitExceeded, _too_many)
 
 
