@@ -108,13 +108,19 @@ def test_random_search_resumes_after_sigkill_and_never_reads_private_or_test(dig
         def mid_trial():
             if not (study_dir / "study.db").exists():
                 return None
+            # Read the study with the search stopped, so that what is read is what the kill leaves
+            # (a trial's last epoch can end between a read and a kill).
+            os.kill(proc.pid, signal.SIGSTOP)
             try:
                 trials = optuna_study(url).get_trials(deepcopy=False)
-            except Exception:  # the study is still being created
-                return None
+            except Exception:  # the study is still being created, or stopped mid-write
+                trials = []
             done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
             running = [t for t in trials if t.state.name == "RUNNING" and t.intermediate_values]
-            return running[0] if done and running else None
+            if done and running:
+                return running[0]  # still stopped: killed below
+            os.kill(proc.pid, signal.SIGCONT)
+            return None
 
         killed = wait_for(mid_trial, 300, proc, "a second trial was half done")
         os.kill(proc.pid, signal.SIGKILL)  # no cleanup, no finally: the trial stays RUNNING in the study
