@@ -293,7 +293,7 @@ def read_listing(directory: Path) -> tuple[int, dict[str, tuple[int, str]]]:
     return written, out
 
 
-def _stamp(public: Path, files, folders) -> tuple:
+def _stamp(files, folders) -> tuple:
     tops = tuple((p, s.st_ino, s.st_size, s.st_mtime_ns) for p, s in files if "/" not in p)
     return tuple((p, s.st_ino, s.st_mtime_ns) for p, s in sorted(folders, key=lambda f: f[0])), tops
 
@@ -360,7 +360,7 @@ def public_listing(competition: Competition, state: dict) -> PublicListing:
         top=tuple(f for f in listed if "/" not in f.path),
         folders=tuple(PublicFolder(p, n, size) for p, (n, size) in sorted(counts.items())),
         size=sum(f.size for f in listed),
-        stamp=_stamp(public, files, folders),
+        stamp=_stamp(files, folders),
         made=made,
     )
     state["listing"] = listing
